@@ -98,3 +98,20 @@ def test_real_pascal(shared_data, tmp_path, pahcl):
     d = json.loads((tmp_path/'processing_stats.json').read_text())['datasets']['pascal']
     assert d['recordings']['total'] == 656 and d['recordings']['done'] >= 0.8*656, d['failure_reasons']
     assert d['cycles']['kept'] > 4000
+
+def test_prepare_after_preprocess_through_the_cli(processed, demo_raw, tmp_path, pahcl):
+    "The guide's §2.3 on the demo datasets: four task folders, class weights first, no leak, same seed same CSVs."
+    from pahcl.tasks import check_leakage
+    out, _ = processed
+    runs = []
+    for name in ('a', 'b'):
+        r = pahcl('prepare', '--dataset', 'all', '--raw-dir', demo_raw, '--processed-dir', out, '--output-dir', tmp_path/name, '--seed', '42')
+        assert r.returncode == 0, r.stderr
+        runs.append({p.relative_to(tmp_path/name).as_posix(): p.read_bytes() for p in (tmp_path/name).glob('*/*.csv')})
+    assert runs[0] == runs[1] and len(runs[0]) == 12
+    for task in ('circor_murmur', 'circor_outcome', 'physionet2016', 'pascal'):
+        d = tmp_path/'a'/task
+        assert (d/'train.csv').read_text().startswith('# class_weights: [')
+        assert json.loads((d/'task_config.json').read_text())['task'] == task
+        check_leakage(d)
+        assert any((d/'test').glob('subject_*/rec_*/cycle_*.npy'))
