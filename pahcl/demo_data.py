@@ -6,6 +6,7 @@
 from __future__ import annotations
 import functools, hashlib, io, json, os, shutil
 from pathlib import Path
+from .files import write_atomic, replace_dir
 import numpy as np
 import pandas as pd
 import soundfile as sf
@@ -211,14 +212,6 @@ def annotation_table(cycles:pd.DataFrame, duration:float, start:float=0.0, end:f
     return df[df.end - df.start > 1e-9].reset_index(drop=True)
 
 # %% ../nbs/01b_demo.ipynb #10c74499
-def _write_bytes(path:Path, data:bytes):
-    "Write `data` to `path` atomically (a temporary file beside it, then `os.replace`)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_bytes(data); os.replace(tmp, path)
-
-def _write_text(path:Path, text:str): _write_bytes(path, text.encode('utf-8'))
-
 def _wav_bytes(x:np.ndarray, sr:int, peak:float) -> bytes:
     "16-bit PCM WAV of `x` scaled so its largest sample is `peak` of full scale (above 1: clipped, as real recordings are)."
     y = np.clip(np.round(x/np.abs(x).max()*peak*32767), -32768, 32767).astype(np.int16)
@@ -349,15 +342,15 @@ def make_circor(root, n_patients=(14, 14, 8), seconds=(8, 10), seed:int=0) -> di
             x, seg, peak = _circor_recording(p, site, float(prng.uniform(*seconds)), prng)
             files = {f'{name}.wav': _wav_bytes(x, 4000, peak), f'{name}.tsv': _tsv(seg).encode(),
                      f'{name}.hea': _hea(name, 4000, len(x), site).encode()}
-            for f, data in files.items(): _write_bytes(root/'training_data'/f, data); sums[f] = data
-        txt = _circor_txt(p, names).encode(); _write_bytes(root/'training_data'/f'{pid}.txt', txt); sums[f'{pid}.txt'] = txt
+            for f, data in files.items(): write_atomic(root/'training_data'/f, data); sums[f] = data
+        txt = _circor_txt(p, names).encode(); write_atomic(root/'training_data'/f'{pid}.txt', txt); sums[f'{pid}.txt'] = txt
         records += [f'training_data/{name}' for name in sorted(names)]          # RECORDS sorts each patient's names
         rows.append(p['row'])
     df = pd.DataFrame(rows, columns=CIRCOR_COLUMNS)
     df['Additional ID'] = [str(int(v)) if v == v else 'nan' for v in df['Additional ID']]
-    _write_text(root/'training_data.csv', df.to_csv(index=False, na_rep='nan', lineterminator='\n'))
-    _write_text(root/'RECORDS', ''.join(r + '\n' for r in records))
-    _write_text(root/'SHA256SUMS.txt', ''.join(f'{hashlib.sha256(sums[f]).hexdigest()} training_data/{f}\n' for f in sorted(sums)))
+    write_atomic(root/'training_data.csv', df.to_csv(index=False, na_rep='nan', lineterminator='\n'))
+    write_atomic(root/'RECORDS', ''.join(r + '\n' for r in records))
+    write_atomic(root/'SHA256SUMS.txt', ''.join(f'{hashlib.sha256(sums[f]).hexdigest()} training_data/{f}\n' for f in sorted(sums)))
     return dict(patients=len(df), recordings=len(records), murmur={str(k): int(v) for k, v in df.Murmur.value_counts().items()},
                 outcome={str(k): int(v) for k, v in df.Outcome.value_counts().items()})
 
@@ -404,7 +397,7 @@ def make_physionet2016(root, n_records=None, seed:int=0) -> dict:
         for algo, fname in (('md5', 'MD5SUMS'), ('sha1', 'SHA1SUMS'), ('sha256', 'SHA256SUMS')):
             files[fname] = ''.join(f'{hashlib.new(algo, files[f]).hexdigest()}  {f}\n' for f in sorted(files)
                                    if not f.endswith('SUMS')).encode()
-        for f, data in files.items(): _write_bytes(root/db/f, data)
+        for f, data in files.items(): write_atomic(root/db/f, data)
         counts[db] = dict(normal=n_norm, abnormal=n_abn)
     normal, abnormal = (sum(c[k] for c in counts.values()) for k in ('normal', 'abnormal'))
     return dict(recordings=normal + abnormal, normal=normal, abnormal=abnormal, databases=counts)
@@ -448,12 +441,12 @@ def make_pascal(root, n_subjects=(8, 8, 8, 4), files_per_subject=(1, 2), seconds
             if label is None: disk, csv = f'Bunlabelledtest__{stem}', f'set_b/Bunlabelledtest_{stem}'
             elif noisy: disk, csv = f'{label}_noisy{label}_{stem}', f'set_b/Btraining_{label}_Btraining_noisy{label}_{stem}'
             else: disk, csv = f'{label}__{stem}', f'set_b/Btraining_{label}_{stem}'
-            _write_bytes(root/'set_b'/disk, _wav_bytes(rec['x'], 4000, srng.uniform(0.3, 0.8)))
+            write_atomic(root/'set_b'/disk, _wav_bytes(rec['x'], 4000, srng.uniform(0.3, 0.8)))
             group = 1 if label is None else (2 if noisy else 0)
             rows.append((group, label or '', csv, label or '', f'noisy{label}' if noisy and label else ''))
             counts[label or 'unlabelled'] += 1; counts['noisy'] += bool(noisy and label)
     rows.sort(key=lambda r: (r[0], r[4], r[2]))               # labelled, unlabelled, then noisymurmur, noisynormal
-    _write_text(root/'set_b.csv', 'dataset,fname,label,sublabel\r\n' + ''.join(f'b,{c},{l},{sl}\r\n' for _, _, c, l, sl in rows))
+    write_atomic(root/'set_b.csv', 'dataset,fname,label,sublabel\r\n' + ''.join(f'b,{c},{l},{sl}\r\n' for _, _, c, l, sl in rows))
     counts.update(files=len(rows), subjects=len(set(s for s, _ in plan)))
     return counts
 
@@ -481,15 +474,12 @@ def make_demo_datasets(out_dir, seed:int=0, scale:str='small') -> dict:
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, make in _MAKERS.items():
-        tmp, old = out/f'.{name}.tmp{os.getpid()}', out/f'.{name}.old{os.getpid()}'
+        tmp = out/f'.{name}.tmp{os.getpid()}'
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             counts[name] = make(tmp, seed=seed, **DEMO_SCALES[scale][name])
             marker = dict(synthetic=True, generator='pahcl.demo_data', format=1, seed=seed, scale=scale, counts=counts[name])
-            _write_text(tmp/DEMO_MARKER, json.dumps(marker, indent=1, sort_keys=True) + '\n')
-            if (out/name).exists(): os.replace(out/name, old)
-            os.replace(tmp, out/name)
-        finally:                                           # interrupted between the two moves: put the old one back
-            if old.exists() and not (out/name).exists(): os.replace(old, out/name)
-            shutil.rmtree(tmp, ignore_errors=True); shutil.rmtree(old, ignore_errors=True)
+            write_atomic(tmp/DEMO_MARKER, json.dumps(marker, indent=1, sort_keys=True) + '\n')
+            replace_dir(tmp, out/name)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
     return counts

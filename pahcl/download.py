@@ -9,6 +9,7 @@ import urllib.error, urllib.request
 from pathlib import Path, PureWindowsPath
 from typing import NamedTuple
 from tqdm import tqdm
+from .files import write_atomic, replace_dir
 
 # %% auto #0
 __all__ = ['SOURCES', 'DATASETS', 'MARKER', 'TIMEOUT', 'RETRIES', 'RETRY_WAIT', 'DownloadError', 'dataset_dir', 'source_urls',
@@ -298,17 +299,6 @@ def _marker(dest:Path) -> dict|None:
     try: return json.loads((dest/MARKER).read_text())
     except (OSError, ValueError): return None
 
-def _write_json(path:Path, obj):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
-
-def _install(staging:Path, dest:Path):
-    "Rename `staging` to `dest`; an existing `dest` (only with force) is moved aside first, then removed."
-    if dest.exists():
-        old = dest.with_name(f'.{dest.name}.replaced-{os.getpid()}')
-        os.replace(dest, old); os.replace(staging, dest); shutil.rmtree(old, ignore_errors=True)
-    else: os.replace(staging, dest)
-
 def _pascal(raw_dir:Path) -> dict:
     dest = dataset_dir('pascal', raw_dir)
     found = dest.is_dir() and (any((dest/f).is_file() for f in ('set_a.csv', 'set_b.csv')) or
@@ -373,10 +363,10 @@ def download_dataset(dataset:str, raw_dir, base_url:str|None=None, force:bool=Fa
             raise DownloadError(f"{dataset}: unpacking into {raw_dir} failed: {e}. The verified archive is kept in "
                                 f"{archive}; free some space (or fix the permissions) and run again.") from None
         if keep is not None: (staging/sums_url.rsplit('/', 1)[1]).write_bytes(sums_text)
-        _write_json(staging/MARKER, dict(dataset=dataset, title=src['title'], version=src['version'], archive=archive_url,
+        write_atomic(staging/MARKER, json.dumps(dict(dataset=dataset, title=src['title'], version=src['version'], archive=archive_url,
                                          checksums=sums_url, checksum=checksum, archive_bytes=size, files=len(files),
-                                         unpacked=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')))
-        _install(staging, dest)
+                                         unpacked=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')), indent=1))
+        replace_dir(staging, dest)
     finally:
         if staging.exists(): shutil.rmtree(staging, ignore_errors=True)
     archive.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .config import load_config, flatten
+from .files import write_atomic, replace_dir
 from .datasets import Recording, DatasetError, find_datasets, read_dataset
 from .signal import SignalError, preprocess_signal
 from .segment import SegmentError, read_audio, recording_cycles, load_segmenter_params
@@ -36,11 +37,7 @@ def settings_fingerprint(cfg:dict) -> str:
 def _status_path(rec:Recording, out_dir) -> Path:
     return Path(out_dir)/rec.dataset/'.status'/f'{rec.recording}.json'
 
-def _write_json(path:Path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+def _write_json(path:Path, obj): write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 def process_recording(rec:Recording, cfg:dict, out_dir, params:dict|None=None) -> dict:
     "Cycles of one recording written under `out_dir`; returns its status (`done` or `failed` with a reason)."
@@ -60,10 +57,7 @@ def process_recording(rec:Recording, cfg:dict, out_dir, params:dict|None=None) -
     for i, cyc in enumerate(cycles): np.save(tmp/f'cycle_{i:03d}.npy', cyc.astype(np.float32))
     table = pd.DataFrame(rows).assign(cycle=[f'cycle_{i:03d}' for i in range(len(rows))])
     table.to_csv(tmp/'segments.csv', index=False, float_format='%.6g')
-    if final.exists():
-        old = final.with_name(f'.{final.name}.old{os.getpid()}')
-        os.replace(final, old); os.replace(tmp, final); shutil.rmtree(old, ignore_errors=True)
-    else: os.replace(tmp, final)
+    replace_dir(tmp, final)
     return status | dict(status='done', cycles=len(cycles), path=str(final), seconds=time.perf_counter()-t0)
 
 # %% ../nbs/04_preprocess.ipynb #cec3cd59

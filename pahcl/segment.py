@@ -14,6 +14,7 @@ import pandas as pd
 import soundfile as sf
 from scipy import signal as sps
 from scipy.special import logsumexp
+from .files import write_atomic
 from .config import default_config
 from .signal import (SignalError, check_signal, resample, preprocess_signal, envelope_features,
                           estimate_heart_rate, hilbert_envelope)
@@ -300,17 +301,9 @@ def _rounded(o, digits=6):
 
 def save_segmenter_params(params:dict, path) -> Path:
     "Write `params` as readable JSON to `path`, atomically (a temporary file, then a rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_rounded(params), indent=1)
     text = re.sub(r'\[\s+([^\[\]{}]*?)\s+\]', lambda m: '[' + ' '.join(m.group(1).split()) + ']', text)   # number lists on one line
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f: f.write(text + '\n')
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    return write_atomic(path, text + '\n')
 
 def _check_params(params:dict, source:str) -> dict:
     if not isinstance(params, dict) or params.get('format') != 'pahcl-segmenter':

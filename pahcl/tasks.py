@@ -4,12 +4,13 @@
 
 # %% ../nbs/05_tasks.ipynb #0b067907
 from __future__ import annotations
-import json, os, shutil, warnings
+import io, json, os, shutil, warnings
 from collections import Counter
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from .config import task_info, list_tasks
+from .files import write_atomic, replace_dir
 from .datasets import DATASETS, DatasetError, canonical_name, find_datasets, read_dataset
 from .preprocess import recording_dir
 
@@ -89,12 +90,10 @@ CSV_COLUMNS = ['path', 'subject', 'recording', 'location', 'cycle', 'label', 'la
 
 def write_task_csv(path, df:pd.DataFrame, weights:list):
     "Write `df` to `path` with the `# class_weights: [...]` first line (atomic)."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    with open(tmp, 'w', newline='') as f:
-        f.write(f"# class_weights: {json.dumps(weights)}\n")
-        df.to_csv(f, index=False, lineterminator='\n')
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    buf.write(f"# class_weights: {json.dumps(weights)}\n")
+    df.to_csv(buf, index=False, lineterminator='\n')
+    write_atomic(path, buf.getvalue())
 
 def read_task_csv(path) -> tuple:
     "`(DataFrame, class_weights)` of a task split CSV written by `prepare`."
@@ -211,10 +210,7 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
                    files='copy' if modes.get('copy') else 'hardlink', left_out=left)
         (tmp/'task_config.json').write_text(json.dumps(cfg, indent=2) + '\n')
         check_leakage(tmp)
-        old = out/f'.{task}.old{os.getpid()}'
-        if final.exists(): os.replace(final, old)
-        os.replace(tmp, final)
-        if old.exists(): shutil.rmtree(old)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     if verbose:
