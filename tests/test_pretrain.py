@@ -118,3 +118,19 @@ def test_torchrun_cli(tiny_demo, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path/'ddp'/'pretrain_summary.json').read_text())
     assert s['world_size'] == 2 and (tmp_path/'ddp'/'best_model.pt').exists()
+
+def test_nan_loss_stops_with_step_named(tiny_demo, tmp_path, monkeypatch):
+    "A non-finite loss stops the run, naming the step and the cycles; the last good checkpoint is kept."
+    import pahcl.pretrain as P
+    from pahcl.pretrain import PretrainError
+    real, calls = P.pahcl_loss, []
+    def flaky(*a, **k):
+        r = real(*a, **k)
+        if torch.is_grad_enabled(): calls.append(1)               # training steps only, not validation
+        if torch.is_grad_enabled() and len(calls) == 4: r['loss'] = r['loss'] * float('nan')
+        return r
+    monkeypatch.setattr(P, 'pahcl_loss', flaky)
+    out = tmp_path/'nan'
+    with pytest.raises(PretrainError, match=r'epoch 1, step 1: the loss is nan .*cycle_\d+\.npy.*last\.pt is the last good checkpoint'):
+        P.pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, max_steps_per_epoch=2, quiet=True)
+    assert load_checkpoint(out/'last.pt')['epoch'] == 0

@@ -1,0 +1,53 @@
+"""bench_encoder end to end on a tiny encoder (fresh-process memory measurements included), and the FLOP count of
+the guide's encoder against the arithmetic done by hand."""
+import math
+import pytest
+import torch
+from pahcl.bench import bench_encoder, encoder_flops, matmul_flops, mambapy_layer
+from pahcl.models import MODEL_PRESETS, build_encoder
+
+KEYS = ('cycles_per_s', 'mambapy_cycles_per_s', 'speedup_vs_mambapy', 'peak_memory_mb', 'mambapy_peak_memory_mb',
+        'memory_ratio_vs_mambapy', 'flops_per_cycle', 'achieved_flops', 'matmul_flops', 'matmul_fraction', 'scan',
+        'device', 'threads', 'config')
+
+def test_bench_encoder_tiny():
+    pytest.importorskip('mambapy')
+    r = bench_encoder(dict(MODEL_PRESETS['tiny']), batch=4, n_samples=1600, steps=1, cpu_preset=False, verbose=False)
+    for k in KEYS: assert k in r, k
+    assert r['cycles_per_s'] > 0 and r['mambapy_cycles_per_s'] > 0
+    assert math.isclose(r['speedup_vs_mambapy'], r['cycles_per_s'] / r['mambapy_cycles_per_s'], rel_tol=0.02, abs_tol=0.01)
+    assert 0 <= r['peak_memory_mb'] < 4000 and 0 <= r['mambapy_peak_memory_mb'] < 4000
+    if r['mambapy_peak_memory_mb']:
+        assert math.isclose(r['memory_ratio_vs_mambapy'], r['peak_memory_mb'] / r['mambapy_peak_memory_mb'], rel_tol=0.01)
+    assert r['flops_per_cycle'] > 0 and r['matmul_flops'] > 1e8
+    assert math.isclose(r['achieved_flops'], r['flops_per_cycle'] * r['cycles_per_s'], rel_tol=1e-3)
+    assert math.isclose(r['matmul_fraction'], r['achieved_flops'] / r['matmul_flops'], rel_tol=1e-2, abs_tol=1e-4)
+    assert {'ref', 'torch', 'mambapy'} <= set(r['scan'])
+    for v in r['scan'].values(): assert v['forward_ms'] > 0 and v['forward_ms'] + v['backward_ms'] > 0 and v['peak_mb'] >= 0
+    assert r['threads'] == torch.get_num_threads() and r['config']['batch'] == 4 and r['config']['tokens'] == 100
+
+def test_without_mambapy_and_memory():
+    r = bench_encoder(dict(MODEL_PRESETS['tiny']), batch=2, n_samples=800, steps=1, include_mambapy=False, memory=False,
+                      scan=False, cpu_preset=False, verbose=False)
+    assert r['mambapy_cycles_per_s'] is None and r['speedup_vs_mambapy'] is None and r['peak_memory_mb'] is None
+    assert r['scan'] == {} and r['cycles_per_s'] > 0
+
+def test_guide_flops_by_hand():
+    "The guide's encoder: the Mamba layers' projections alone are 4 × 250 × (2·256·1024 + 2·512·256 + ...) FLOPs."
+    f = encoder_flops(None, 4000)
+    proj = 4 * 250 * (2 * 256 * 1024 + 2 * 512 * 256)
+    assert proj < f['counted'] < 1.6 * proj, f
+    assert f['scan'] == 4 * 250 * 2 * (7 * 512 * 16 + 8 * 512)
+    assert f['training'] == 3 * f['forward'] == 3 * (f['counted'] + f['scan'])
+
+def test_mambapy_layer_shape():
+    pytest.importorskip('mambapy')
+    layer = mambapy_layer(16, d_state=4)
+    x = torch.randn(2, 9, 16)
+    assert layer(x).shape == x.shape
+    enc = build_encoder(dict(MODEL_PRESETS['tiny']), layer_factory=lambda d: mambapy_layer(d, 8))
+    frames, pooled = enc(torch.randn(2, 1, 800))
+    assert frames.shape == (2, 50, 32) and pooled.shape == (2, 32)
+
+def test_matmul_flops_positive():
+    assert 1e7 < matmul_flops(256, repeats=2) < 1e15
