@@ -16,9 +16,10 @@ from .tasks import read_task_csv, SEGMENT_COLUMNS, SPLITS, PrepareError
 
 # %% auto #0
 __all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed', 'task_info_json',
-           'read_split', 'cycle_bounds', 'CycleDataset', 'gain', 'colored_noise', 'add_noise', 'time_shift',
-           'time_stretch', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle', 'Augmenter', 'collate_cycles',
-           'ContrastiveCollate', 'make_loader', 'set_epoch', 'few_shot', 'subject_split', 'task_subjects']
+           'read_split', 'cycle_bounds', 'CycleDataset', 'check_cycles', 'gain', 'colored_noise', 'add_noise',
+           'time_shift', 'time_stretch', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle', 'Augmenter',
+           'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'few_shot', 'subject_split',
+           'task_subjects']
 
 # %% ../nbs/06_data.ipynb #0947a5ad
 class DataError(ValueError):
@@ -89,8 +90,19 @@ def task_info_json(task_dir) -> dict:
     try: return json.loads(p.read_text())
     except ValueError as e: raise DataError(f"{p} is not valid JSON ({e}); run `pahcl prepare` again") from None
 
-def read_split(task_dir, split:str) -> tuple:
-    "`(DataFrame, class_weights)` of `<task_dir>/<split>.csv` with absolute paths and the task's `dataset`."
+def _drop(df:pd.DataFrame, bad, csv:Path, why:str, strict:bool) -> pd.DataFrame:
+    "`df` without the rows `bad` (bool mask), with a `DataWarning` (or, `strict`, a `DataError`) naming the first."
+    bad = np.asarray(bad, bool)
+    if not bad.any(): return df
+    i = int(np.flatnonzero(bad)[0])
+    msg = (f"{csv}: {int(bad.sum())} row(s) {why} (first: row {df.index[i] + 1}, {df.path.iloc[i]!r}); "
+           + ("run `pahcl prepare` again" if strict else "those rows are skipped; run `pahcl prepare` again to rebuild the task"))
+    if strict: raise DataError(msg)
+    _warn(msg)
+    return df[~bad]
+
+def read_split(task_dir, split:str, strict:bool=False) -> tuple:
+    "`(DataFrame, class_weights)` of `<task_dir>/<split>.csv` with absolute paths and the task's `dataset`; bad rows skipped (`strict`: an error)."
     if split not in SPLITS: raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     task_dir = Path(task_dir).expanduser().resolve()
     info = task_info_json(task_dir)
@@ -99,10 +111,21 @@ def read_split(task_dir, split:str) -> tuple:
     except (FileNotFoundError, PrepareError) as e: raise DataError(str(e)) from None
     base = str(task_dir) + os.sep
     paths = [os.path.normpath(os.path.join(task_dir, p)) for p in df.path.astype(str)]
-    out = [i for i, p in enumerate(paths) if not p.startswith(base)]
+    real = [os.path.realpath(p) for p in paths]                  # a symbolic link inside the folder may lead out of it too
+    out = [i for i, (p, r) in enumerate(zip(paths, real)) if not (p.startswith(base) and r.startswith(base))]
     if out: raise DataError(f"{csv}: row {out[0] + 1} (of {len(out)} such rows) points outside the task folder: {df.path.iloc[out[0]]!r}; "
                             "task CSVs list cycles relative to their folder; run `pahcl prepare` again")
     df['path'] = paths
+    label_map = info.get('label_map') or {}
+    if label_map:                                                # a label the task does not have, or an id that is not its label's
+        ids = pd.to_numeric(df.label_id, errors='coerce')
+        want = df.label.map(label_map)
+        df = _drop(df, ~(want.notna() & (ids == want)).to_numpy(), csv,
+                   f"have a label outside the task's label map {label_map} (or a label_id that does not match it)", strict)
+    df = _drop(df, [not os.path.isfile(p) for p in df.path], csv, "point at cycle files that do not exist", strict)
+    if df.empty: raise DataError(f"{csv}: no usable rows left; run `pahcl prepare` again")
+    df = df.reset_index(drop=True)
+    if label_map: df['label_id'] = df.label_id.astype(np.int64)
     if 'dataset' in df.columns: df['dataset'] = info.get('dataset', task_dir.name)
     else: df.insert(1, 'dataset', info.get('dataset', task_dir.name))
     src = Path(str((info.get('source') or {}).get('processed_dir') or ''))
@@ -165,10 +188,29 @@ class CycleDataset(Dataset):
             raise DataError(f"{p}: the cycle holds NaN or infinite samples; delete its recording folder and run `pahcl preprocess` again")
         return x
 
+    def check(self) -> list:
+        "`{'file', 'reason'}` of every cycle `load` would refuse: unreadable, not 1-D, NaN or infinite in its first `target_length` samples."
+        bad = []
+        for p in self.paths:
+            try: a = np.load(p, mmap_mode='r', allow_pickle=False)
+            except (OSError, ValueError) as e: bad.append(dict(file=p, reason=f"cannot read this cycle ({e})")); continue
+            if a.ndim != 1: bad.append(dict(file=p, reason=f"a cycle must be 1-D, this one has shape {a.shape}"))
+            elif a.dtype.kind not in 'fiu': bad.append(dict(file=p, reason=f"a cycle holds numbers, this one holds {a.dtype}"))
+            elif not np.isfinite(a[:self.target_length]).all(): bad.append(dict(file=p, reason="the cycle holds NaN or infinite samples"))
+        return bad
+
     def __getitem__(self, i:int) -> dict:
         return dict(x=torch.from_numpy(self.load(i))[None], bounds=torch.from_numpy(self.bounds[i].copy()),
                     label=torch.tensor(self.labels[i]), index=torch.tensor(i, dtype=torch.int64),
                     segmented=torch.tensor(bool(self.segmented[i])))
+
+def check_cycles(df:pd.DataFrame, target_length:int|None=None, strict:bool=False) -> pd.DataFrame:
+    "`df` without the rows whose cycle file is unreadable, not 1-D, or holds NaN/inf (in its first `target_length` samples; all if None): a `DataWarning` per file, or with `strict` a `DataError`."
+    bad = CycleDataset(df, target_length or 10**12).check() if len(df) else []
+    if bad and strict: raise DataError(f"{bad[0]['file']}: {bad[0]['reason']}")
+    for b in bad: _warn(f"{b['file']}: {b['reason']}; the cycle is skipped")
+    files = {b['file'] for b in bad}
+    return df[~df.path.astype(str).isin(files).to_numpy()].reset_index(drop=True)
 
 # %% ../nbs/06_data.ipynb #64b94d0f
 def _uniform(g:torch.Generator, n:int, lo:float, hi:float, device=None) -> torch.Tensor:

@@ -68,10 +68,10 @@ def remove_spikes(x, sr:float, window:float=0.5, factor:float=3.0, max_iter:int=
         maa[i] = np.abs(seg).max()
     return x
 
-# %% ../nbs/02_signal.ipynb #6140299c
+# %% ../nbs/02_signal.ipynb #930e4caf
 def normalize(x, mode:str='zscore') -> np.ndarray:
-    "Scale `x`: `zscore` (zero mean, unit sd), `peak` (max |x| = 1) or `none`; a flat signal is a `SignalError`."
-    x = np.asarray(x, dtype=np.float64)
+    "Scale `x`: `zscore` (zero mean, unit sd), `peak` (max |x| = 1) or `none`; a flat, empty or non-finite signal is a `SignalError`."
+    x = check_signal(x, 1, name='signal')
     if mode == 'none': return x.copy()
     if mode == 'zscore':
         sd = x.std()
@@ -94,23 +94,23 @@ def preprocess_signal(x, sr:int, target_sr:int=5000, low:float=25.0, high:float=
         return normalize(y, norm)
     except SignalError as e: raise SignalError(f"{name}: {e}") from None
 
-# %% ../nbs/02_signal.ipynb #2e5bf649
+# %% ../nbs/02_signal.ipynb #0f7b5358
 def _lowpass(x, sr, cutoff, order=1):
     sos = sps.butter(order, cutoff, btype='lowpass', fs=sr, output='sos')
     return sps.sosfiltfilt(sos, x, padlen=min(3*(2*len(sos)+1), x.size-1))
 
 def hilbert_envelope(x) -> np.ndarray:
     "Amplitude of the analytic signal of `x`."
-    return np.abs(sps.hilbert(np.asarray(x, dtype=np.float64)))
+    return np.abs(sps.hilbert(check_signal(x, 1, name='signal')))
 
 def homomorphic_envelope(x, sr:float, cutoff:float=8.0, amplitude=None) -> np.ndarray:
     "exp(low-pass(log |analytic signal|)): a smooth amplitude envelope (Gupta et al. 2007); pass `amplitude` if already computed."
-    a = hilbert_envelope(x) if amplitude is None else amplitude
+    a = hilbert_envelope(x) if amplitude is None else check_signal(amplitude, sr, name='amplitude')
     return np.exp(_lowpass(np.log(a + 1e-10), sr, cutoff))
 
 def wavelet_envelope(x, sr:float, wavelet:str='db7', level:int=3, analysis_rate:int=1000) -> np.ndarray:
     "Amplitude of the level-`level` wavelet detail of `x` taken at `analysis_rate` Hz, back at `sr`, same length."
-    x = np.asarray(x, dtype=np.float64)
+    x = check_signal(x, sr)
     y = resample(x, int(sr), analysis_rate) if int(sr) != analysis_rate else x
     coeffs = pywt.wavedec(y, wavelet, level=level, mode='symmetric')
     keep = [np.zeros_like(c) for c in coeffs]
@@ -120,8 +120,9 @@ def wavelet_envelope(x, sr:float, wavelet:str='db7', level:int=3, analysis_rate:
 
 def psd_envelope(x, sr:float, band=(40.0, 60.0), frame:float=0.05) -> tuple:
     "Mean spectral power in `band` over frames of `frame` s (half overlap); returns (times s, power)."
-    n = int(frame*sr)
-    f, t, S = sps.spectrogram(np.asarray(x, dtype=np.float64), fs=sr, nperseg=n, noverlap=n//2, window='hann')
+    x, n = check_signal(x, sr), int(frame*sr)
+    if n < 2 or x.size < n: raise SignalError(f"{x.size/sr:.3f} s is shorter than one {frame} s frame of the power-spectral envelope")
+    f, t, S = sps.spectrogram(x, fs=sr, nperseg=n, noverlap=n//2, window='hann')
     m = (f >= band[0]) & (f <= band[1])
     return t, S[m].mean(0)
 
@@ -132,6 +133,8 @@ def _zscore(v):
 def envelope_features(x, sr:int, feature_rate:int=50) -> np.ndarray:
     "The four envelopes of a preprocessed recording at `feature_rate` Hz, z-scored: array (frames, 4)."
     x = check_signal(x, sr, min_seconds=0.2)
+    peak = np.abs(x).max()
+    if not 1e-100 < peak < 1e100: x = x/peak if peak > 0 else x   # absurd scales would overflow the squared envelopes (all are z-scored)
     n = int(np.floor(x.size/sr*feature_rate))
     def down(env): return _zscore(resample(env, int(sr), feature_rate)[:n])
     t, psd = psd_envelope(x, sr)
@@ -140,10 +143,10 @@ def envelope_features(x, sr:int, feature_rate:int=50) -> np.ndarray:
     feats = [down(homomorphic_envelope(x, sr, amplitude=h)), down(h), down(wavelet_envelope(x, sr)), _zscore(psd)]
     return np.stack(feats, 1).astype(np.float32)
 
-# %% ../nbs/02_signal.ipynb #e7b03178
+# %% ../nbs/02_signal.ipynb #b20557de
 def estimate_heart_rate(envelope, feature_rate:float=50, min_hr:float=40.0, max_hr:float=200.0) -> tuple:
     "Heart rate (bpm) and systolic interval (s) from the autocorrelation of a homomorphic `envelope`."
-    e = np.asarray(envelope, dtype=np.float64)
+    e = check_signal(envelope, feature_rate, name='envelope')
     e = e - e.mean()
     n = e.size
     if n < 2*feature_rate*60/min_hr or not e.any():
