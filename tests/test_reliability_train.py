@@ -1,0 +1,83 @@
+"""Reliability, training side: killed fine-tuning and pretraining runs resume to the same result; bad input to
+finetune / evaluate is one line on stderr naming the fix; the same seed gives the same metrics."""
+import json, os, random, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from conftest import TINY_MODEL
+
+FAST = ['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=16']
+SETS = sum([['--set', s] for s in [*TINY_MODEL, *FAST]], [])
+
+def pahcl_args(*a): return [sys.executable, '-m', 'pahcl', *map(str, a)]
+
+def run_killed(args, delays, env=None):
+    "Start the command, SIGKILL it after each delay (a fresh start each time, with --resume after the first)."
+    killed = 0
+    for i, d in enumerate(delays):
+        p = subprocess.Popen(args + (['--resume'] if i else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try: p.wait(timeout=d)
+        except subprocess.TimeoutExpired: p.send_signal(signal.SIGKILL); p.wait(); killed += 1
+    return killed
+
+def test_finetune_killed_then_resumed_equals_uninterrupted(tiny_demo, tmp_path):
+    base = ['finetune', '--task', 'physionet2016', '--from-scratch', '--data-dir', tiny_demo['downstream'], '--epochs', '4', '--quiet', *SETS]
+    ref = subprocess.run(pahcl_args(*base, '--output-dir', tmp_path/'ref'), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    rng = random.Random(0)
+    args = pahcl_args(*base, '--output-dir', tmp_path/'k')
+    killed = run_killed(args, [rng.uniform(4, 12) for _ in range(3)])
+    done = subprocess.run(args + ['--resume'], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    a = json.loads((tmp_path/'ref'/'physionet2016_downstream'/'final_metrics.json').read_text())
+    b = json.loads((tmp_path/'k'/'physionet2016_downstream'/'final_metrics.json').read_text())
+    print(f'{killed} kills landed')
+    for k in ['test_accuracy', 'test_f1_macro', 'test_auroc', 'test_recording_macc', 'best_epoch', 'epochs_trained']:
+        assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), (k, a[k], b[k])
+    leftovers = [p.name for p in (tmp_path/'k').rglob('*') if '.tmp' in p.name]
+    assert not leftovers, leftovers
+
+def test_pretrain_killed_then_resumed_equals_uninterrupted(tiny_demo, tmp_path):
+    base = ['pretrain', '--processed-dir', tiny_demo['processed'], '--epochs', '3', '--max-steps-per-epoch', '3', '--quiet',
+            *SETS, '--set', 'projection.hidden_dim=32', '--set', 'projection.output_dim=16']
+    ref = subprocess.run(pahcl_args(*base, '--output-dir', tmp_path/'ref'), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    args = pahcl_args(*base, '--output-dir', tmp_path/'k')
+    rng = random.Random(1)
+    run_killed(args, [rng.uniform(4, 10) for _ in range(2)])
+    done = subprocess.run(args + ['--resume'], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    a = json.loads((tmp_path/'ref'/'history.json').read_text()); b = json.loads((tmp_path/'k'/'history.json').read_text())
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        for k in ['train_loss', 'val_loss']: assert ra[k] == pytest.approx(rb[k], rel=1e-5), (k, ra, rb)
+
+def test_bad_input_one_line_each(pahcl, tiny_demo, tmp_path):
+    "Each bad input: exit code 2, one line on stderr naming the problem, no traceback."
+    from pahcl.config import load_config
+    from pahcl.pretrain import pretrain
+    pt = tmp_path/'pt'
+    pretrain(load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.num_workers=0']),
+             tiny_demo['processed'], pt, epochs=1, batch_size=16, max_steps_per_epoch=2, quiet=True)
+    empty = tmp_path/'empty'/'pascal'; empty.mkdir(parents=True)
+    (empty/'task_config.json').write_text((tiny_demo['downstream']/'pascal'/'task_config.json').read_text())
+    (tmp_path/'junk.pt').write_bytes(b'not a checkpoint')
+    dd = tiny_demo['downstream']
+    cases = {
+        'missing checkpoint':      (['finetune', '--task', 'pascal', '--pretrained', tmp_path/'nope.pt', '--data-dir', dd], 'nope.pt'),
+        'not a checkpoint':        (['finetune', '--task', 'pascal', '--pretrained', tmp_path/'junk.pt', '--data-dir', dd], 'junk.pt'),
+        'task folder without CSVs':(['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', tmp_path/'empty'], 'train.csv'),
+        'shot ratio > 1':          (['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', dd, '--few-shot', '--shot-ratio', '1.5'], '1.5'),
+        'shot ratio 0':            (['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', dd, '--few-shot', '--shot-ratio', '0'], 'ratio'),
+        'label map mismatch':      (['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', dd, '--set', 'downstream.label_map={normal: 1, murmur: 0, extrasystole: 2}'], 'label_map'),
+        'evaluate a pretraining checkpoint': (['evaluate', '--checkpoint', pt/'best_model.pt', '--task', 'pascal', '--data-dir', dd], 'classifier'),
+        'evaluate a missing split folder':   (['evaluate', '--checkpoint', pt/'best_model.pt', '--task', 'pascal', '--data-dir', tmp_path/'none'], 'pahcl prepare'),
+    }
+    handled = 0
+    for name, (args, needle) in cases.items():
+        r = pahcl(*args, '--output-dir', tmp_path/'o') if args[0] == 'finetune' else pahcl(*args)
+        assert r.returncode == 2, (name, r.returncode, r.stderr[-2000:])
+        lines = [l for l in r.stderr.strip().splitlines() if l.startswith('pahcl ')]
+        assert len(lines) == 1 and needle in lines[0] and 'Traceback' not in r.stderr, (name, r.stderr[-2000:])
+        handled += 1
+    print(f'{handled}/{len(cases)} bad training inputs handled')
+    assert handled == len(cases)
