@@ -25,6 +25,7 @@ def test_bench_encoder_tiny():
     assert {'ref', 'torch', 'mambapy'} <= set(r['scan'])
     for v in r['scan'].values(): assert v['forward_ms'] > 0 and v['forward_ms'] + v['backward_ms'] > 0 and v['peak_mb'] >= 0
     assert r['threads'] == torch.get_num_threads() and r['config']['batch'] == 4 and r['config']['tokens'] == 100
+    assert r['mambapy_bidirectional'] == r['config']['mamba_bidirectional']
 
 def test_without_mambapy_and_memory():
     r = bench_encoder(dict(MODEL_PRESETS['tiny']), batch=2, n_samples=800, steps=1, include_mambapy=False, memory=False,
@@ -51,3 +52,17 @@ def test_mambapy_layer_shape():
 
 def test_matmul_flops_positive():
     assert 1e7 < matmul_flops(256, repeats=2) < 1e15
+
+def test_mambapy_bidirectional_layer():
+    "The bidirectional baseline reads both ways, shares its projections, and every parameter gets a gradient."
+    pytest.importorskip('mambapy')
+    torch.manual_seed(0)
+    layer = mambapy_layer(16, d_state=4, bidirectional=True)
+    assert layer.fwd.in_proj is layer.bwd.in_proj and layer.fwd.out_proj is layer.bwd.out_proj
+    x = torch.randn(2, 9, 16)
+    y = layer(x)
+    assert y.shape == x.shape
+    x2 = x.clone(); x2[:, -1] += 1
+    assert (layer(x2)[:, 0] - y[:, 0]).abs().max() > 1e-6           # the first token sees the last one
+    y.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
