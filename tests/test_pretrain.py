@@ -134,3 +134,11 @@ def test_nan_loss_stops_with_step_named(tiny_demo, tmp_path, monkeypatch):
     with pytest.raises(PretrainError, match=r'epoch 1, step 1: the loss is nan .*cycle_\d+\.npy.*last\.pt is the last good checkpoint'):
         P.pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, max_steps_per_epoch=2, quiet=True)
     assert load_checkpoint(out/'last.pt')['epoch'] == 0
+
+def test_resume_of_a_finished_run(run3, tiny_demo, tmp_path):
+    "--resume on a run whose last epoch is done finishes at once with the same summary (a kill can land after the last epoch)."
+    import shutil
+    out = tmp_path/'done'; shutil.copytree(run3[0], out)
+    s = pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, resume=True, exclude_tasks_dir=tiny_demo['downstream'],
+                 max_steps_per_epoch=4, quiet=True)
+    assert s['epochs'] == 3 and s['best'] == run3[1]['best']
