@@ -66,3 +66,48 @@ def test_mambapy_bidirectional_layer():
     assert (layer(x2)[:, 0] - y[:, 0]).abs().max() > 1e-6           # the first token sees the last one
     y.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+
+
+# --- pahcl bench quality (issue 9), end to end on tiny synthetic data -------------------------------------------------
+
+def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
+    "Every method on two tasks, an external test set, the JSON line and the files; the budget is split by stage."
+    import json
+    from pahcl.bench import QUALITY_METHODS
+    from pahcl.demo_data import make_physionet2016
+    ext = tmp_path/'ext'
+    make_physionet2016(ext/'physionet2016', n_records={'training-e': (5, 5, (6, 7))}, seed=11)
+    r = pahcl('bench', 'quality', '--data-root', tiny_demo['raw'], '--test-root', ext, '--budget-minutes', '1',
+              '--tasks', 'physionet2016', 'pascal', '--out', tmp_path/'q', '--json', timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(res['tasks']) == {'physionet2016', 'pascal'}
+    for task, methods in res['tasks'].items():
+        assert tuple(methods) == QUALITY_METHODS, (task, list(methods))
+        for m, v in methods.items():
+            for k in ('primary', 'primary_metric', 'auroc', 'f1_macro', 'minutes', 'n'): assert k in v, (task, m, k)
+            assert 0 <= v['f1_macro'] <= 1 and v['n'] == res['counts'][task]['test'][SCORING_UNIT[task]]
+    assert res['tasks']['physionet2016']['finetune']['primary_metric'] == 'recording_auroc'
+    assert {'macc', 'se', 'sp'} <= set(res['tasks']['physionet2016']['scratch'])
+    assert {'total_precision', 'precision_murmur'} <= set(res['tasks']['pascal']['classical'])
+    assert list(res['external']) == ['physionet2016'] and tuple(res['external']['physionet2016']) == QUALITY_METHODS
+    assert res['counts']['external']['physionet2016']['recordings'] == 10
+    assert all(v['n'] == 10 for v in res['external']['physionet2016'].values())
+    assert res['counts']['pretrain']['excluded_subjects'] > 0            # downstream val/test subjects never pretrained on
+    assert set(res['stages']) == {'data', 'classical', 'pretrain', 'probes', 'finetune'} and res['minutes'] > 0
+    assert set(res['pretrain']) == {'pahcl', 'cycle_only', 'sub_only'}
+    assert (tmp_path/'q'/'quality.md').read_text().count('| classical |') == 3
+    assert json.loads((tmp_path/'q'/'quality.json').read_text())['tasks'] == res['tasks']
+    for m in ('scratch', 'finetune', 'fewshot10'): assert (tmp_path/'q'/'runs'/f'pascal_{m}'/'final_metrics.json').exists()
+    few = json.loads((tmp_path/'q'/'runs'/'pascal_fewshot10'/'final_metrics.json').read_text())
+    full = json.loads((tmp_path/'q'/'runs'/'pascal_finetune'/'final_metrics.json').read_text())
+    assert few['train_subjects'] < full['train_subjects'] and few['init'] == full['init'] == 'pretrained'
+
+SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
+
+def test_bench_quality_bad_input(pahcl, tmp_path):
+    r = pahcl('bench', 'quality')
+    assert r.returncode == 2 and '--data-root' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    (tmp_path/'empty').mkdir()
+    r = pahcl('bench', 'quality', '--data-root', tmp_path/'empty', '--out', tmp_path/'q')
+    assert r.returncode == 2 and 'empty' in r.stderr and 'Traceback' not in r.stderr, r.stderr

@@ -81,3 +81,54 @@ def test_bad_input_one_line_each(pahcl, tiny_demo, tmp_path):
         handled += 1
     print(f'{handled}/{len(cases)} bad training inputs handled')
     assert handled == len(cases)
+
+def test_damaged_cycles_are_reported_and_skipped_in_training(tiny_demo, tmp_path):
+    "A cycle with NaN and a file that is not numpy at all: pretrain, finetune and evaluate warn, naming each file, and use the rest."
+    import shutil, warnings
+    import numpy as np
+    from pahcl.config import load_config
+    from pahcl.data import read_split, DataWarning
+    from pahcl.evaluate import evaluate
+    from pahcl.finetune import finetune
+    from pahcl.pretrain import pretrain, pretrain_splits
+    dd = tmp_path/'downstream'; shutil.copytree(tiny_demo['downstream']/'pascal', dd/'pascal')     # copies, not links: safe to damage
+    tr, _ = read_split(dd/'pascal', 'train'); te, _ = read_split(dd/'pascal', 'test')
+    a = np.load(tr.path[0]); a[10] = np.nan; np.save(tr.path[0], a)
+    Path(tr.path[1]).write_text('not numpy'); Path(te.path[0]).write_text('not numpy either')
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        m = finetune(load_config('finetune', 'pascal', sets=[*TINY_MODEL, *FAST, 'training.num_epochs=1']), from_scratch=True,
+                     data_dir=dd, output_dir=tmp_path/'o', quiet=True)
+    said = [str(x.message) for x in w if issubclass(x.category, DataWarning)]
+    assert any(tr.path[0] in s and 'NaN' in s for s in said) and any(tr.path[1] in s for s in said) and any(te.path[0] in s for s in said), said
+    assert m['train_cycles'] == len(tr) - 2 and m['test_cycles'] == len(te) - 1
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        ev = evaluate(tmp_path/'o'/'pascal_downstream'/'final_model.pt', 'pascal', data_dir=dd, output_dir=tmp_path/'ev')
+    assert any(te.path[0] in str(x.message) for x in w)
+    proc = tmp_path/'processed'; shutil.copytree(tiny_demo['processed'], proc)
+    ptr, _, _ = pretrain_splits(proc, 0.1, 42)
+    Path(ptr.path.iloc[0]).write_bytes(b'\x00' * 10)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        s = pretrain(load_config('pretrain', sets=[*TINY_MODEL, *FAST, 'projection.hidden_dim=32', 'projection.output_dim=16']),
+                     proc, tmp_path/'pt', epochs=1, max_steps_per_epoch=2, quiet=True)
+    assert any(str(ptr.path.iloc[0]) in str(x.message) for x in w) and Path(s['best_model']).exists()
+
+def test_same_seed_same_cycles_splits_and_metrics(tiny_demo, tmp_path):
+    "Determinism on CPU: preprocess and prepare twice give byte-identical cycles and task CSVs; the same seed, the same metrics."
+    from pahcl.config import load_config
+    from pahcl.finetune import finetune
+    from pahcl.preprocess import preprocess
+    from pahcl.tasks import prepare
+    files = {}
+    for run in ('a', 'b'):
+        preprocess(tiny_demo['raw'], tmp_path/run/'processed', dataset='pascal', num_workers=2, progress=False)
+        prepare('pascal', tiny_demo['raw'], tmp_path/run/'processed', tmp_path/run/'downstream', seed=7)
+        files[run] = {p.relative_to(tmp_path/run): p.read_bytes() for p in sorted((tmp_path/run).rglob('*'))
+                      if p.suffix in ('.npy', '.csv')}
+    assert len(files['a']) > 20 and files['a'] == files['b']
+    cfg = load_config('finetune', 'pascal', sets=[*TINY_MODEL, *FAST, 'training.num_epochs=2', 'seed=3'])
+    m = [finetune(cfg, from_scratch=True, data_dir=tmp_path/'a'/'downstream', output_dir=tmp_path/f'o{i}', quiet=True) for i in (1, 2)]
+    for k in ('test_accuracy', 'test_f1_macro', 'test_auroc', 'test_recording_f1_macro', 'best_val_primary', 'best_epoch'):
+        assert m[0][k] == m[1][k], (k, m[0][k], m[1][k])
