@@ -120,7 +120,7 @@ def cmd_pretrain(args) -> int:
     cfg = config_from_args(args, 'pretrain')
     s = pretrain(cfg, processed_dir=args.processed_dir, output_dir=args.output_dir, resume=args.resume,
                  exclude_tasks_dir=args.exclude_tasks_dir, preset=args.preset, device=args.device,
-                 max_steps_per_epoch=args.max_steps_per_epoch, quiet=args.quiet)
+                 max_steps_per_epoch=args.max_steps_per_epoch, quiet=args.quiet, strict=args.strict)
     if s.get('world_size', 1) == 1 or _rank() == 0:
         best = f"{s['best']:.4f}" if isinstance(s['best'], float) else s['best']
         print(f"pretrained {s['epochs']} epochs in {s['seconds']:.0f} s; best {s['criterion']} {best} -> {s['best_model']}")
@@ -140,7 +140,7 @@ def cmd_finetune(args) -> int:
     m = finetune(cfg, pretrained=args.pretrained, from_scratch=args.from_scratch, data_dir=args.data_dir,
                  output_dir=args.output_dir, experiment_name=args.experiment_name, linear_eval=args.linear_eval,
                  few_shot_ratio=args.shot_ratio if args.few_shot else None, resume=args.resume, device=args.device,
-                 preset=args.preset, quiet=args.quiet)
+                 preset=args.preset, quiet=args.quiet, strict=args.strict)
     if _rank() == 0 and m:
         keys = ['test_accuracy', 'test_f1', 'test_f1_macro', 'test_auroc', 'test_precision', 'test_recall']
         print(json.dumps({k: m.get(k) for k in keys + ['test_primary', 'primary_metric', 'best_epoch']}) if args.json else
@@ -151,7 +151,8 @@ def cmd_finetune(args) -> int:
 def cmd_evaluate(args) -> int:
     "Score a fine-tuning checkpoint on a split of a task (writes metrics.json, predictions and confusion matrices)."
     from pahcl.evaluate import evaluate
-    m = evaluate(args.checkpoint, args.task, args.data_dir, args.split, args.label_map, args.output_dir, device=args.device)
+    m = evaluate(args.checkpoint, args.task, args.data_dir, args.split, args.label_map, args.output_dir, device=args.device,
+                 strict=args.strict)
     _print_metrics(m, args.split, args.json)
     if not args.json: print(f"-> {m['output_dir']}/metrics.json")
     return 0
@@ -164,7 +165,8 @@ def _print_metrics(m:dict, split:str, as_json:bool):
 def cmd_ensemble(args) -> int:
     "Average the probabilities of several fine-tuning checkpoints and score the average."
     from pahcl.evaluate import ensemble
-    m = ensemble(args.checkpoints, args.task, args.data_dir, args.split, args.label_map, args.output_dir, device=args.device)
+    m = ensemble(args.checkpoints, args.task, args.data_dir, args.split, args.label_map, args.output_dir, device=args.device,
+                 strict=args.strict)
     _print_metrics(m, args.split, args.json)
     if not args.json: print(f"{m['members']} models -> {m['output_dir']}/metrics.json")
     return 0
@@ -307,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument('--device', default='auto', help='auto, cpu or cuda')
     pt.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of each epoch (quick runs)')
     pt.add_argument('--quiet', action='store_true', help='no progress bar or console log')
+    pt.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
     add_config_flags(pt)
     pt.set_defaults(func=cmd_pretrain)
 
@@ -326,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--device', default='auto', help='auto, cpu or cuda')
     ft.add_argument('--json', action='store_true', help='print the test metrics as JSON')
     ft.add_argument('--quiet', action='store_true', help='no progress bar or console log')
+    ft.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
     add_config_flags(ft)
     ft.set_defaults(func=cmd_finetune)
 
@@ -339,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument('--output-dir', '--output_dir', dest='output_dir', help='default: eval_<task>_<split>/ beside the checkpoint')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--json', action='store_true', help='print the metrics as JSON')
+    ev.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
     ev.set_defaults(func=cmd_evaluate)
 
     en = sub.add_parser('ensemble', help='average several fine-tuned checkpoints', description=cmd_ensemble.__doc__,
@@ -351,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument('--output-dir', '--output_dir', dest='output_dir', help='default: outputs/<task>_ensemble')
     en.add_argument('--device', default='auto')
     en.add_argument('--json', action='store_true')
+    en.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
     en.set_defaults(func=cmd_ensemble)
 
     sm = sub.add_parser('summarize', help='table of every fine-tuning run', description=cmd_summarize.__doc__,

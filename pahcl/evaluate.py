@@ -71,13 +71,13 @@ def _task(data_dir, task:str) -> tuple:
 def _device(device:str='auto') -> torch.device:
     return torch.device('cuda' if (device == 'auto' and torch.cuda.is_available()) or str(device).startswith('cuda') else 'cpu')
 
-def task_probabilities(checkpoint, task_dir, split:str, label_map=None, batch_size:int=64, device='auto') -> tuple:
+def task_probabilities(checkpoint, task_dir, split:str, label_map=None, batch_size:int=64, device='auto', strict:bool=False) -> tuple:
     "(cycle table of the split, task-class probabilities, checkpoint dict) of one fine-tuned checkpoint."
     info = task_info_json(task_dir)
     if split not in ('train', 'val', 'test'): raise FinetuneError(f"--split must be train, val or test, not {split!r}")
-    df, _ = read_split(task_dir, split)
+    df, _ = read_split(task_dir, split, strict)
     model, ck = load_finetuned(checkpoint, _device(device))
-    df = check_cycles(df, int(ck['config']['data']['target_length']))        # a damaged cycle: warned, left out of the scores
+    df = check_cycles(df, int(ck['config']['data']['target_length']), strict)        # a damaged cycle: warned, left out of the scores
     mapping = class_mapping(ck['label_map'], info['label_map'], label_map)
     prob = predict(model, df, int(ck['config']['data']['target_length']), batch_size, _device(device))
     return df, map_probabilities(prob, mapping, len(info['label_map'])), ck
@@ -96,23 +96,23 @@ def score(df:pd.DataFrame, prob:np.ndarray, task:str, label_map:dict, split:str,
     return res
 
 def evaluate(checkpoint, task:str, data_dir='data/downstream', split:str='test', label_map=None, output_dir=None,
-             batch_size:int=64, device='auto') -> dict:
+             batch_size:int=64, device='auto', strict:bool=False) -> dict:
     "Score a fine-tuning checkpoint on `split` of `task` (any task: classes matched by name or `label_map`)."
     task_dir, info = _task(data_dir, task)
-    df, prob, ck = task_probabilities(checkpoint, task_dir, split, label_map, batch_size, device)
+    df, prob, ck = task_probabilities(checkpoint, task_dir, split, label_map, batch_size, device, strict)
     out = Path(output_dir) if output_dir else Path(checkpoint).parent/f'eval_{task}_{split}'
     return score(df, prob, task, {str(k): int(v) for k, v in info['label_map'].items()}, split, out,
                  dict(checkpoint=str(checkpoint), trained_on=ck.get('task'), output_dir=str(out)))
 
 # %% ../nbs/12_evaluate.ipynb #5e99c89f
 def ensemble(checkpoints:list, task:str, data_dir='data/downstream', split:str='test', label_map=None, output_dir=None,
-             batch_size:int=64, device='auto') -> dict:
+             batch_size:int=64, device='auto', strict:bool=False) -> dict:
     "Average the class probabilities of several fine-tuning checkpoints on a split and score the average."
     if not checkpoints: raise FinetuneError('pahcl ensemble needs at least one --checkpoints file')
     task_dir, info = _task(data_dir, task)
     probs, df = [], None
     for c in checkpoints:
-        d, p, _ = task_probabilities(c, task_dir, split, label_map, batch_size, device)
+        d, p, _ = task_probabilities(c, task_dir, split, label_map, batch_size, device, strict)
         df = d if df is None else df; probs.append(p)
     out = Path(output_dir) if output_dir else Path('outputs')/f'{task}_ensemble'
     return score(df, np.mean(probs, axis=0), task, {str(k): int(v) for k, v in info['label_map'].items()}, split, out,

@@ -125,10 +125,11 @@ def _scalars(d:dict) -> dict: return {k: v for k, v in d.items() if isinstance(v
 def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scratch:bool=False, data_dir=None, output_dir='outputs',
              experiment_name:str|None=None, linear_eval:bool=False, few_shot_ratio:float|None=None, resume:bool=False,
              device:str='auto', preset:str|None=None, max_steps_per_epoch:int|None=None, time_budget_s:float|None=None,
-             quiet:bool=False, mid_epoch_stop:bool=False) -> dict:
+             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False) -> dict:
     """Fine-tune (or linearly evaluate) on a downstream task; returns the final metrics dict (also in final_metrics.json).
     `max_steps_per_epoch` shortens epochs; `time_budget_s` stops training at the end of the epoch in which that many
-    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), then validates and tests as usual."""
+    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), then validates and tests as usual.
+    A damaged cycle or task row is warned about and skipped; with `strict` it stops the run (`DataError`) before training."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('finetune', task)
     task = task or cfg['task']['name']
     if not task or task == 'default': raise FinetuneError('no task: pass --task (circor_murmur, circor_outcome, physionet2016, pascal) or set task.name')
@@ -152,8 +153,8 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     log = setup_logger(out, rank, 'pahcl.finetune', quiet)
     t_start = time.perf_counter()
 
-    train_df, weights = read_split(task_dir, 'train'); val_df, _ = read_split(task_dir, 'val'); test_df, _ = read_split(task_dir, 'test')
-    train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length'])) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
+    train_df, weights = read_split(task_dir, 'train', strict); val_df, _ = read_split(task_dir, 'val', strict); test_df, _ = read_split(task_dir, 'test', strict)
+    train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length']), strict) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
     if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=seed)
     if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
     seed_everything(seed)

@@ -296,10 +296,10 @@ def _loader(df, cfg, batch_size, seed, epoch, train:bool, num_workers:int):
 def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int|None=None, batch_size:int|None=None,
              resume:bool=False, exclude_tasks_dir=None, preset:str|None=None, device:str='auto', datasets=None,
              max_steps_per_epoch:int|None=None, time_budget_s:float|None=None, quiet:bool=False,
-             mid_epoch_stop:bool=False) -> dict:
+             mid_epoch_stop:bool=False, strict:bool=False) -> dict:
     """Pretrain PA-HCL; writes best_model.pt, last.pt, epoch_N.pt, history.json, config.yaml, train.log, TensorBoard events.
     `max_steps_per_epoch` shortens epochs; `time_budget_s` stops the run at the end of the epoch in which that many
-    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), validating and saving as usual."""
+    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), validating and saving as usual. A damaged cycle file is warned about and skipped; with `strict` it stops the run."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('pretrain')
     if preset: cfg = apply_preset(cfg, preset)
     tr_cfg, data_cfg, ev = cfg['training'], cfg['data'], cfg['evaluation']
@@ -316,7 +316,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     t_start = time.perf_counter()
 
     train_df, val_df, counts = pretrain_splits(processed_dir, data_cfg['val_ratio'], seed, exclude_tasks_dir, datasets)
-    train_df, val_df = (check_cycles(d, int(data_cfg['target_length'])) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
+    train_df, val_df = (check_cycles(d, int(data_cfg['target_length']), strict) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
     if len(train_df) < 2: raise PretrainError(f'{processed_dir}: only {len(train_df)} training cycles; pretraining needs more (run pahcl preprocess on more recordings)')
     sets = knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed) if (exclude_tasks_dir and ev['knn']) else {}
     seed_everything(seed)

@@ -82,8 +82,9 @@ def test_bad_input_one_line_each(pahcl, tiny_demo, tmp_path):
     print(f'{handled}/{len(cases)} bad training inputs handled')
     assert handled == len(cases)
 
-def test_damaged_cycles_are_reported_and_skipped_in_training(tiny_demo, tmp_path):
-    "A cycle with NaN and a file that is not numpy at all: pretrain, finetune and evaluate warn, naming each file, and use the rest."
+def test_damaged_cycles_are_reported_and_skipped_in_training(pahcl, tiny_demo, tmp_path):
+    """A cycle with NaN and a file that is not numpy at all: pretrain, finetune and evaluate warn, naming each file, and use
+    the rest; with `--strict` each of them stops instead: exit 2, one line naming the damaged file."""
     import shutil, warnings
     import numpy as np
     from pahcl.config import load_config
@@ -114,6 +115,17 @@ def test_damaged_cycles_are_reported_and_skipped_in_training(tiny_demo, tmp_path
         s = pretrain(load_config('pretrain', sets=[*TINY_MODEL, *FAST, 'projection.hidden_dim=32', 'projection.output_dim=16']),
                      proc, tmp_path/'pt', epochs=1, max_steps_per_epoch=2, quiet=True)
     assert any(str(ptr.path.iloc[0]) in str(x.message) for x in w) and Path(s['best_model']).exists()
+    strict = {   # the same damage, --strict: the run stops before training or scoring, naming the first damaged file
+        'finetune': (['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', dd, '--output-dir', tmp_path/'os', '--quiet', *SETS], tr.path[0]),
+        'evaluate': (['evaluate', '--checkpoint', tmp_path/'o'/'pascal_downstream'/'final_model.pt', '--task', 'pascal', '--data-dir', dd], te.path[0]),
+        'ensemble': (['ensemble', '--checkpoints', tmp_path/'o'/'pascal_downstream'/'final_model.pt', '--task', 'pascal', '--data-dir', dd,
+                      '--output-dir', tmp_path/'en'], te.path[0]),
+        'pretrain': (['pretrain', '--processed-dir', proc, '--output-dir', tmp_path/'pts', '--epochs', '1', '--quiet', *SETS], str(ptr.path.iloc[0]))}
+    for name, (args, file) in strict.items():
+        r = pahcl(*args, '--strict')
+        lines = [l for l in r.stderr.strip().splitlines() if l.startswith('pahcl ')]
+        assert r.returncode == 2 and len(lines) == 1 and file in lines[0] and 'Traceback' not in r.stderr, (name, r.returncode, r.stderr[-2000:])
+    assert not (tmp_path/'os'/'pascal_downstream'/'final_metrics.json').exists() and not (tmp_path/'pts'/'best_model.pt').exists()
 
 def test_same_seed_same_cycles_splits_and_metrics(tiny_demo, tmp_path):
     "Determinism on CPU: preprocess and prepare twice give byte-identical cycles and task CSVs; the same seed, the same metrics."
