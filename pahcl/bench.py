@@ -18,10 +18,11 @@ from .files import write_atomic
 from .metrics import evaluate_predictions, predictions_frame
 
 # %% auto #0
-__all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'matmul_flops', 'encoder_flops', 'mambapy_layer', 'adamw',
-           'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view', 'recording_features', 'classical_features',
-           'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate', 'format_quality', 'quality_targets',
-           'embed_rate', 'bench_quality', 'plot_quality']
+__all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES', 'matmul_flops', 'encoder_flops',
+           'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
+           'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
+           'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'unit_bootstrap',
+           'bench_demo', 'format_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -654,3 +655,116 @@ def plot_quality(res:dict, part:str='tasks', axes=None):
         ax.set_xticks(range(len(ms)), ms, rotation=60, ha='right', fontsize=8)
         ax.set_title(f"{t}\n{res[part][t][ms[0]]['primary_metric']}", fontsize=9); ax.set_ylim(0, 1)
     return axes
+
+# %% ../nbs/14_benchmarks.ipynb #2813efbc
+DEMO_MODES = ('finetune', 'linear', 'fewshot', 'scratch')
+
+def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> dict:
+    """AUROC and balanced accuracy of cycle predictions `pred` (chapter 10's `predictions_frame`) at the task's scoring level,
+    each with a 95 % bootstrap interval over the scoring units (patients or recordings); `chance` is 1/K for balanced accuracy."""
+    from sklearn.metrics import balanced_accuracy_score
+    from pahcl.metrics import aggregate, _ordered_names, _ovr_scores
+    from sklearn.metrics import roc_auc_score
+    names = _ordered_names(label_map); cols = [f'prob_{n}' for n in names]
+    g = aggregate(pred, SCORING_LEVEL[task], cols)
+    y, P = g['label_id'].to_numpy(int), g[cols].to_numpy(float)
+    def both(i):
+        yy, pp = y[i], P[i]
+        if len(np.unique(yy)) < 2: return np.nan, np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return _ovr_scores(yy, pp, roc_auc_score), balanced_accuracy_score(yy, pp.argmax(1))
+    rng = np.random.default_rng(seed)
+    boots = np.array([both(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
+    auroc, bacc = both(np.arange(len(y)))
+    lo, hi = np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
+    return dict(units=int(len(y)), level=SCORING_LEVEL[task], auroc=float(auroc), auroc_ci=[float(lo[0]), float(hi[0])],
+                balanced_accuracy=float(bacc), balanced_accuracy_ci=[float(lo[1]), float(hi[1])], chance=1 / len(names),
+                beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / len(names)))
+
+# %% ../nbs/14_benchmarks.ipynb #2d1beb08
+def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='small', test_scale:str='medium', seed:int=0,
+               test_seed:int=1, preset:str='tiny', pretrain_epochs:int=3, min_epochs:int=5, min_steps:int=120,
+               shot_ratio:float=0.25, modes=DEMO_MODES, tasks=None, n_boot:int=500, verbose:bool=True) -> dict:
+    """Issue 8's check: every fine-tuning mode (`modes`) on the demo data, scored on new synthetic subjects against chance.
+    `data_root`/`test_root` default to demo datasets made in `out` (`scale` with `seed`; `test_scale` with `test_seed`).
+    Writes `out/demo_modes.json` and `out/demo_modes.md`; returns the result dict."""
+    from pahcl.config import load_config, list_tasks
+    from pahcl.demo_data import make_demo_datasets
+    from pahcl.preprocess import preprocess
+    from pahcl.tasks import prepare
+    from pahcl.data import task_info_json, read_split, few_shot
+    from pahcl.pretrain import pretrain
+    from pahcl.finetune import finetune, load_finetuned, predict, run_dir
+    from pahcl.models import apply_preset
+    say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
+    t0, out = time.perf_counter(), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bad = [m for m in modes if m not in DEMO_MODES]
+    if bad: raise ValueError(f"unknown mode(s) {bad}; choose from {', '.join(DEMO_MODES)}")
+    if data_root is None: data_root = out/'raw'; say(f'[1/4] demo datasets ({scale}, seed {seed}) -> {data_root}'); make_demo_datasets(data_root, seed, scale)
+    if test_root is None:
+        test_root = out/'external_raw'; say(f'      new subjects ({test_scale}, seed {test_seed}) -> {test_root}')
+        make_demo_datasets(test_root, test_seed, test_scale)
+    processed, downstream, xprocessed = out/'processed', out/'downstream', out/'external_processed'
+    say('[2/4] preprocess, prepare (seed 42, as pahcl demo)')
+    preprocess(data_root, processed, num_workers=2, progress=False); preprocess(test_root, xprocessed, num_workers=2, progress=False)
+    summary = prepare('all', data_root, processed, downstream, seed=42)
+    tasks = [t for t in (tasks or list_tasks()) if t in summary]
+    ext = _external_tables(test_root, xprocessed, tasks, None, [])
+    tasks = [t for t in tasks if t in ext]
+    if not tasks: raise ValueError(f'{data_root} / {test_root}: no task could be prepared and scored on both')
+    say(f'[3/4] pretrain ({preset} model, {pretrain_epochs} epochs)')
+    pcfg = apply_preset(load_config('pretrain', sets=['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=64',
+                                                      'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}']), preset)
+    ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
+    say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
+    res = {t: {} for t in tasks}
+    for t in tasks:
+        lmap = task_info_json(downstream/t)['label_map']
+        tr, _ = read_split(downstream/t, 'train')
+        for mode in modes:
+            t1 = time.perf_counter()
+            cfg = load_config('finetune', t)
+            n = len(few_shot(tr, shot_ratio, seed=int(cfg['seed'])) if mode == 'fewshot' else tr)    # finetune's own few-shot draw
+            per_epoch = max(1, math.ceil(n / int(cfg['training']['batch_size'])))
+            epochs = max(min_epochs, math.ceil(min_steps / per_epoch))
+            cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
+                                                   'training.early_stopping_patience=1000'])
+            fin = finetune(cfg, pretrained=None if mode == 'scratch' else ps['best_model'], from_scratch=mode == 'scratch',
+                           data_dir=downstream, output_dir=out/'runs', experiment_name=mode, linear_eval=mode == 'linear',
+                           few_shot_ratio=shot_ratio if mode == 'fewshot' else None, preset=preset if mode == 'scratch' else None, quiet=True)
+            rd, r = run_dir(out/'runs', t, mode), {}
+            for which in ('final', 'best'):
+                model, _ = load_finetuned(rd/f'{which}_model.pt')
+                pred = _frame(ext[t], predict(model, ext[t], 4000, 256), lmap)
+                r[which] = dict(unit_bootstrap(pred, t, lmap, n_boot, seed),
+                                primary=quality_metrics(evaluate_predictions(pred, t, lmap), t)['primary'])
+            res[t][mode] = dict(r['final'], best_model=r['best'], primary_metric=quality_metrics(
+                                    {k[5:]: v for k, v in fin.items() if k.startswith('test_')}, t)['primary_metric'],
+                                epochs=epochs, steps=epochs * per_epoch, train_subjects=fin['train_subjects'], train_cycles=fin['train_cycles'],
+                                demo_test_primary=fin['test_primary'], demo_test_units=fin.get(f"test_{SCORING_LEVEL[t]}_n"),
+                                minutes=round((time.perf_counter() - t1) / 60, 2))
+            v = res[t][mode]
+            say(f"      {t} {mode}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], balanced accuracy "
+                f"{v['balanced_accuracy']:.3f} [{v['balanced_accuracy_ci'][0]:.3f}, {v['balanced_accuracy_ci'][1]:.3f}] "
+                f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
+    result = dict(tasks=res, all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
+                  minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
+                  preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, shot_ratio=shot_ratio,
+                  n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())
+    write_atomic(out/'demo_modes.json', json.dumps(result, indent=1, default=float))
+    write_atomic(out/'demo_modes.md', format_demo(result) + '\n')
+    return result
+
+def format_demo(res:dict) -> str:
+    "`bench_demo`'s result as one Markdown table."
+    ci = lambda v, k: f"{v[k]:.3f} [{v[k + '_ci'][0]:.3f}, {v[k + '_ci'][1]:.3f}]"
+    lines = [f"trained on the {res['scale']} demo data (seed {res['seed']}), scored on new subjects ({res['test_scale']}, seed "
+             f"{res['test_seed']}); {res['preset']} model, {res['minutes']} min; 95 % bootstrap intervals over the scoring units", '',
+             '| task | mode | units | AUROC | balanced accuracy (chance) | primary | beats chance |', '|---|---|---|---|---|---|---|']
+    for t, ms in res['tasks'].items():
+        for m, v in ms.items():
+            lines.append(f"| {t} | {m} | {v['units']} {v['level']}s | {ci(v, 'auroc')} | {ci(v, 'balanced_accuracy')} ({v['chance']:.2f}) "
+                         f"| {v['primary_metric']} {v['primary']:.3f} | {'yes' if v['beats_chance'] else '**no**'} |")
+    return '\n'.join(lines)

@@ -199,7 +199,7 @@ def cmd_demo(args) -> int:
 
 # %% ../nbs/13_cli.ipynb #07f1274e
 def cmd_bench(args) -> int:
-    "Run a benchmark: `segmentation` scores the segmenter against CirCor's .tsv annotations; `encoder` times training; `probe` compares linear probes of a pretrained and a random encoder; `quality` is the real-data benchmark of issue 9."
+    "Run a benchmark: `segmentation` scores the segmenter against CirCor's .tsv annotations; `encoder` times training; `probe` compares linear probes of a pretrained and a random encoder; `quality` is the real-data benchmark of issue 9; `demo` scores every fine-tuning mode on the demo data against chance."
     if args.what == 'encoder':
         from pahcl.bench import bench_encoder
         from pahcl.models import MODEL_PRESETS
@@ -210,7 +210,7 @@ def cmd_bench(args) -> int:
     if args.what == 'probe':
         from pahcl.pretrain import probe_comparison
         if not (args.checkpoint and args.data_dir): raise FileNotFoundError('pahcl bench probe needs --checkpoint (a pretraining checkpoint) and --data-dir (downstream tasks)')
-        res = probe_comparison(args.checkpoint, args.data_dir, seed=args.seed)
+        res = probe_comparison(args.checkpoint, args.data_dir, seed=42 if args.seed is None else args.seed)
         if not args.json:
             for t, r in res.items(): print(f"{t:<16} linear probe balanced accuracy (val): pretrained {r['pretrained']:.3f}, random init {r['random']:.3f}")
         print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=args.seed)))
@@ -218,10 +218,17 @@ def cmd_bench(args) -> int:
         from pahcl.bench import bench_quality, format_quality
         if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
         res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
-                            preset=args.preset or 'tiny', seed=args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
+                            preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
         if not args.json:
             print(format_quality(res)); print()
             for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")
+        print(json.dumps(res, default=float))
+    if args.what == 'demo':
+        from pahcl.bench import bench_demo, format_demo
+        res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
+                         preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
+                         pretrain_epochs=args.pretrain_epochs, verbose=not args.json)
+        if not args.json: print(format_demo(res)); print(f"\nevery mode beats chance clearly: {'yes' if res['all_beat_chance'] else 'no'}")
         print(json.dumps(res, default=float))
     if args.what == 'segmentation':
         from pahcl.segment import bench_segmentation
@@ -392,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser('bench', help='benchmarks that print figures', description=cmd_bench.__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument('what', choices=['segmentation', 'encoder', 'probe', 'quality'])
+    b.add_argument('what', choices=['segmentation', 'encoder', 'probe', 'quality', 'demo'])
     b.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', help='dataset folder (segmentation: CirCor)')
     b.add_argument('--limit', type=int, help='only the first N recordings')
     b.add_argument('--batch', type=int, default=32, help='encoder: cycles per training step')
@@ -402,13 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--no-mambapy', action='store_true', help='encoder: skip the mambapy comparison')
     b.add_argument('--checkpoint', help='probe: pretraining checkpoint whose encoder is probed')
     b.add_argument('--data-dir', '--data_dir', dest='data_dir', help='probe: downstream tasks folder')
-    b.add_argument('--seed', type=int, default=42, help='probe: seed of the random encoder and of the samples; quality: the seed of everything')
-    b.add_argument('--data-root', '--data_root', dest='data_root', help='quality: the raw datasets (e.g. ../shared/data)')
-    b.add_argument('--test-root', '--test_root', dest='test_root', help='quality: raw datasets scored as an external test set')
+    b.add_argument('--seed', type=int, help='probe: seed of the random encoder and of the samples (default 42); quality: the seed of everything (42); demo: the demo data\'s seed (0)')
+    b.add_argument('--data-root', '--data_root', dest='data_root', help='quality: the raw datasets (e.g. ../shared/data); demo: instead of the demo datasets')
+    b.add_argument('--test-root', '--test_root', dest='test_root', help='quality: raw datasets scored as an external test set; demo: instead of new demo subjects')
+    b.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, default=0.25, help='demo: fraction of training subjects of the few-shot mode')
+    b.add_argument('--min-steps', '--min_steps', dest='min_steps', type=int, default=120, help='demo: optimizer steps each run trains for at least')
+    b.add_argument('--pretrain-epochs', '--pretrain_epochs', dest='pretrain_epochs', type=int, default=3, help='demo: epochs of the PA-HCL pretraining')
     b.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='quality: the time budget')
     b.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='quality: cycles per recording in val/test (0: all)')
-    b.add_argument('--tasks', nargs='+', choices=list_tasks(), help='quality: only these tasks')
-    b.add_argument('--out', help='quality: folder for everything (default bench_quality)')
+    b.add_argument('--tasks', nargs='+', choices=list_tasks(), help='quality, demo: only these tasks')
+    b.add_argument('--out', help='quality, demo: folder for everything (default bench_quality, bench_demo)')
     b.add_argument('--json', action='store_true', help='print only the JSON line')
     b.set_defaults(func=cmd_bench)
     return p

@@ -111,3 +111,30 @@ def test_bench_quality_bad_input(pahcl, tmp_path):
     (tmp_path/'empty').mkdir()
     r = pahcl('bench', 'quality', '--data-root', tmp_path/'empty', '--out', tmp_path/'q')
     assert r.returncode == 2 and 'empty' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_bench_demo_end_to_end(pahcl, tiny_demo, tmp_path):
+    "Every fine-tuning mode, scored on new subjects with bootstrap intervals; the JSON line, the files, the few-shot subset."
+    import json
+    from pahcl.bench import DEMO_MODES
+    from pahcl.demo_data import make_physionet2016
+    ext = tmp_path/'ext'
+    make_physionet2016(ext/'physionet2016', n_records={'training-e': (6, 6, (6, 7))}, seed=11)
+    r = pahcl('bench', 'demo', '--data-root', tiny_demo['raw'], '--test-root', ext, '--tasks', 'physionet2016', '--min-steps', '2',
+              '--pretrain-epochs', '1', '--shot-ratio', '0.5', '--out', tmp_path/'d', '--json', timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert list(res['tasks']) == ['physionet2016'] and tuple(res['tasks']['physionet2016']) == DEMO_MODES
+    for m, v in res['tasks']['physionet2016'].items():
+        assert v['units'] == 12 and v['level'] == 'recording' and v['chance'] == 0.5, (m, v)
+        for k in ('auroc', 'balanced_accuracy'):
+            lo, hi = v[f'{k}_ci']
+            assert 0 <= lo <= v[k] <= hi <= 1, (m, k, v)
+        assert v['beats_chance'] == (v['auroc_ci'][0] > 0.5 and v['balanced_accuracy_ci'][0] > 0.5)
+        assert v['primary_metric'] == 'recording_auroc' and v['primary'] == v['auroc'] and 'auroc' in v['best_model']
+    assert res['all_beat_chance'] == all(v['beats_chance'] for v in res['tasks']['physionet2016'].values())
+    runs = {m: json.loads((tmp_path/'d'/'runs'/f'physionet2016_{m}'/'final_metrics.json').read_text()) for m in DEMO_MODES}
+    assert runs['fewshot']['train_subjects'] < runs['finetune']['train_subjects'] == runs['linear']['train_subjects']
+    assert runs['scratch']['init'] != 'pretrained' and runs['linear']['mode'] == 'linear'
+    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 4
+    r = pahcl('bench', 'demo', '--data-root', tmp_path/'nowhere', '--test-root', ext, '--out', tmp_path/'e')
+    assert r.returncode == 2 and 'nowhere' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
