@@ -444,6 +444,9 @@ def few_shot(df:pd.DataFrame, ratio:float, seed:int=42, label_col:str='label_id'
     for lab in sorted(set(klass.values()), key=str):
         subs = sorted(s for s, l in klass.items() if l == lab)
         k = max(1, int(round(ratio*len(subs))))
+        if ratio*len(subs) < 0.5:                 # the stratum is too small for this ratio: it gets one subject, more than asked for
+            _warn(f"few-shot: {ratio:g} of the {len(subs)} training subject(s) of class {lab} is {ratio*len(subs):.2f}, so 1 is taken "
+                  f"({1/len(subs):.0%} of that class); use --shot-ratio >= {0.5/len(subs):.2g} or a task with more subjects for a true {ratio:g}")
         keep.update(subs[i] for i in rng.permutation(len(subs))[:k])
     return df[grp.isin(keep).to_numpy()].reset_index(drop=True)
 
