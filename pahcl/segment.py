@@ -283,13 +283,13 @@ def fit_segmenter(annotated_recordings, cfg:dict|None=None, feature_rate:int=50,
         format='pahcl-segmenter', version=1, feature_rate=feature_rate, context=list(context), bands=[list(b) for b in BANDS],
         sample_rate=kw['target_sr'], states=[STATES[s] for s in STATES],
         emission=dict(coef=clf.coef_[order].tolist(), intercept=clf.intercept_[order].tolist(),
-                      prior=(np.bincount(Y, minlength=5)[1:]/Y.size).tolist()),
+                      prior=(np.bincount(Y, minlength=5)[1:]/Y.size).tolist(), weight=1.0),
         durations=dict(s1_mean=float(s1.mean()), s1_sd=float(s1.std()), s2_mean=float(s2.mean()), s2_sd=float(s2.std()),
                        systole_intercept=float(intercept), systole_slope=float(slope),
                        systole_sd=_robust_sd(rr_sys[:, 1] - sys_pred(rr_sys[:, 0])),
                        diastole_sd_fraction=_robust_sd(dia_rel), diastole_sd_min=0.03,
                        within_systole_sd=max(_robust_sd(within[2]), 0.01), within_diastole_sd_fraction=_robust_sd(within_rel),
-                       adapt=0.5, heart_rate_candidates=3),
+                       adapt=0.5, heart_rate_candidates=3, posterior_heart_rate_candidates=3),
         fit=dict(recordings=len(feats), frames=int(Y.size), classifier_accuracy=round(float(clf.score(X, Y)), 4)))
 
 # %% ../nbs/03_segment.ipynb #187d46ee
@@ -386,6 +386,10 @@ def segment(x, sr:float, params:dict|None=None, cfg:dict|None=None, name:str='re
     F = frame_features(x, sr, fr, params['context'])
     logB = emission_logprob(F, params)
     hrs = heart_rate_candidates(F[:, 0], fr, min_hr, max_hr, params['durations']['heart_rate_candidates'])
+    sound = np.exp(logB + np.log(np.asarray(params['emission']['prior'])))[:, [0, 2]].sum(1)   # P(S1 or S2 | frame)
+    for h in heart_rate_candidates(sound, fr, min_hr, max_hr, params['durations'].get('posterior_heart_rate_candidates', 0)):
+        if all(abs(h - g) > 0.02*g for g in hrs): hrs.append(h)
+    logB = logB*params['emission'].get('weight', 1.0)
     if not hrs:
         try: hrs = [estimate_heart_rate(F[:, 0], fr, min_hr, max_hr)[0]]
         except SignalError as e: raise SegmentError(f"{name}: no heart rate found ({e})") from None

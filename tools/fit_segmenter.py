@@ -6,6 +6,10 @@ The patients are split at random (seeded): the parameters are fitted on `--train
 the rest are held out and scored with `pahcl.segment.bench_segmentation`; the training patient ids
 and the held-out scores are written into the parameter file, so `held_out_patients()` can repeat the
 held-out benchmark later.
+
+The emission weight (`emission.weight`, how much the frame classifier counts against the duration
+model) is then chosen on the *training* patients: each weight of `--weights` is scored with
+`bench_segmentation` on them and the best S1 F1 + S2 F1 is kept; the held-out patients play no part.
 """
 import argparse, sys, time
 import numpy as np
@@ -26,6 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument('--train-fraction', type=float, default=0.5, help='share of patients to fit on; the rest are held out')
     ap.add_argument('--seed', type=int, default=42)
     ap.add_argument('--no-eval', action='store_true', help='skip the held-out benchmark')
+    ap.add_argument('--weights', default='0.3,0.4,0.5,0.6,0.8,1.0',
+                    help='emission weights to try on the training patients (comma-separated); one value skips the search')
     a = ap.parse_args(argv)
     if not 0 < a.train_fraction <= 1: ap.error('--train-fraction must be in (0, 1]')
     try: items = annotated_circor(a.raw_dir)
@@ -42,6 +48,17 @@ def main(argv=None) -> int:
                          seconds=round(time.perf_counter() - t0, 1), patients=sorted(train, key=lambda p: (len(p), p)))
     print(f"fitted on {params['fit']['recordings']} recordings of {len(train)} patients in {params['fit']['seconds']} s; "
           f"frame accuracy {params['fit']['classifier_accuracy']}")
+    weights = [float(w) for w in a.weights.split(',')]
+    if len(weights) > 1:
+        scores = {}
+        for w in weights:
+            r = bench_segmentation(a.raw_dir, params={**params, 'emission': {**params['emission'], 'weight': w}}, patients=train)
+            scores[w] = (r['s1_f1'], r['s2_f1']); print(f'emission weight {w:g} on the training patients: S1 F1 {r["s1_f1"]}, S2 F1 {r["s2_f1"]}')
+        best = max(weights, key=lambda w: sum(scores[w]))
+        params['emission']['weight'] = best
+        params['fit']['emission_weight_search'] = dict(weights=weights, train_s1_f1=[scores[w][0] for w in weights],
+                                                       train_s2_f1=[scores[w][1] for w in weights])
+    else: params['emission']['weight'] = weights[0]
     if held and not a.no_eval:
         r = bench_segmentation(a.raw_dir, params=params, patients=held)
         params['fit']['held_out'] = dict(patients=len(held), **r)
