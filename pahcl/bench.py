@@ -22,7 +22,7 @@ __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
            'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'unit_bootstrap',
-           'bench_demo', 'format_demo']
+           'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -768,3 +768,19 @@ def format_demo(res:dict) -> str:
             lines.append(f"| {t} | {m} | {v['units']} {v['level']}s | {ci(v, 'auroc')} | {ci(v, 'balanced_accuracy')} ({v['chance']:.2f}) "
                          f"| {v['primary_metric']} {v['primary']:.3f} | {'yes' if v['beats_chance'] else '**no**'} |")
     return '\n'.join(lines)
+
+# %% ../nbs/14_benchmarks.ipynb #7f3a901c
+def plot_demo(res:dict, ax=None):
+    "AUROC of every mode per task on the new subjects, with its 95 % interval; chance at 0.5."
+    import matplotlib.pyplot as plt
+    tasks = list(res['tasks']); modes = list(next(iter(res['tasks'].values())))
+    if ax is None: _, ax = plt.subplots(figsize=(8, 3))
+    w = 0.8 / len(modes)
+    for j, m in enumerate(modes):
+        v = [res['tasks'][t][m] for t in tasks]
+        x = np.arange(len(tasks)) + (j - (len(modes) - 1) / 2) * w
+        ax.bar(x, [u['auroc'] for u in v], w, label=m, color=f'C{j}',
+               yerr=np.array([[u['auroc'] - u['auroc_ci'][0], u['auroc_ci'][1] - u['auroc']] for u in v]).T, capsize=2)
+    ax.axhline(0.5, color='0.3', lw=0.8, ls='--'); ax.set_ylim(0.3, 1); ax.set_ylabel('AUROC on new subjects')
+    ax.set_xticks(range(len(tasks)), tasks); ax.legend(ncols=len(modes), fontsize=8, loc='upper right')
+    return ax
