@@ -22,7 +22,7 @@ __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
            'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'unit_bootstrap',
-           'bench_demo', 'format_demo', 'plot_demo']
+           'paired_auroc_difference', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -682,6 +682,46 @@ def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, 
                 balanced_accuracy=float(bacc), balanced_accuracy_ci=[float(lo[1]), float(hi[1])], chance=1 / len(names),
                 beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / len(names)))
 
+# %% ../nbs/14_benchmarks.ipynb #b1ebf7bf
+def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:
+    "(AUROC of a − AUROC of b, its 95 % paired-bootstrap interval): two prediction frames of the same cycles, at the task's level."
+    from pahcl.metrics import aggregate, _ordered_names, _ovr_scores
+    from sklearn.metrics import roc_auc_score
+    cols = [f'prob_{n}' for n in _ordered_names(label_map)]
+    ga, gb = (aggregate(p, SCORING_LEVEL[task], cols) for p in (pred_a, pred_b))
+    keys = [c for c in ('subject', 'recording') if c in ga.columns]
+    if not ga[keys].equals(gb[keys]): raise ValueError('paired_auroc_difference needs predictions of the same units in the same order')
+    y, A, B = ga['label_id'].to_numpy(int), ga[cols].to_numpy(float), gb[cols].to_numpy(float)
+    def d(i):
+        if len(np.unique(y[i])) < 2: return np.nan
+        return _ovr_scores(y[i], A[i], roc_auc_score) - _ovr_scores(y[i], B[i], roc_auc_score)
+    rng = np.random.default_rng(seed)
+    boots = np.array([d(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
+    return float(d(np.arange(len(y)))), [float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))]
+
+def demo_probes(checkpoint, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500) -> dict:
+    """{task: pretrained / random linear-probe scores on the new subjects `ext[task]` and their paired AUROC difference}:
+    probes of `checkpoint`'s encoder and of a random encoder like it (seeded), trained on `downstream/<task>`'s train split."""
+    from pahcl.data import read_split, task_info_json
+    from pahcl.pretrain import _embed
+    from pahcl.models import load_encoder_only
+    enc = load_encoder_only(checkpoint).eval()
+    torch.manual_seed(seed); rnd = build_encoder(enc.config).eval()
+    out = {}
+    for t in tasks:
+        lmap = task_info_json(Path(downstream)/t)['label_map']; C = len(lmap)
+        tr, va = read_split(Path(downstream)/t, 'train')[0], read_split(Path(downstream)/t, 'val')[0]
+        preds = {}
+        for name, e in (('pretrained', enc), ('random', rnd)):
+            Z = {k: _embed(e, df, 4000, 256, 'cpu').numpy() for k, df in (('train', tr), ('val', va), ('ext', ext[t]))}
+            clf, _, _ = fit_probe(Z['train'], tr.label_id.to_numpy(int), Z['val'],
+                                  lambda p: quality_metrics(evaluate_predictions(_frame(va, p, lmap), t, lmap), t)['auroc'], seed=seed, num_classes=C)
+            preds[name] = _frame(ext[t], _full_prob(clf, Z['ext'], C), lmap)
+        diff, dci = paired_auroc_difference(preds['pretrained'], preds['random'], t, lmap, n_boot, seed)
+        out[t] = dict(pretrained=unit_bootstrap(preds['pretrained'], t, lmap, n_boot, seed),
+                      random=unit_bootstrap(preds['random'], t, lmap, n_boot, seed), difference=diff, difference_ci=dci)
+    return out
+
 # %% ../nbs/14_benchmarks.ipynb #2d1beb08
 def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='small', test_scale:str='medium', seed:int=0,
                test_seed:int=1, preset:str='tiny', pretrain_epochs:int=3, min_epochs:int=5, min_steps:int=120,
@@ -719,6 +759,10 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
                                                       'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}']), preset)
     ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
+    probes = demo_probes(ps['best_model'], downstream, ext, tasks, seed, n_boot)
+    for t, v in probes.items():
+        say(f"      {t} linear probe AUROC: pretrained {v['pretrained']['auroc']:.3f}, random encoder {v['random']['auroc']:.3f}, "
+            f"difference {v['difference']:+.3f} [{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
     res = {t: {} for t in tasks}
     for t in tasks:
         lmap = task_info_json(downstream/t)['label_map']
@@ -749,7 +793,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             say(f"      {t} {mode}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], balanced accuracy "
                 f"{v['balanced_accuracy']:.3f} [{v['balanced_accuracy_ci'][0]:.3f}, {v['balanced_accuracy_ci'][1]:.3f}] "
                 f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
-    result = dict(tasks=res, all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
+    result = dict(tasks=res, probes=probes, all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
                   minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
                   preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, shot_ratio=shot_ratio,
                   n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())
@@ -767,6 +811,12 @@ def format_demo(res:dict) -> str:
         for m, v in ms.items():
             lines.append(f"| {t} | {m} | {v['units']} {v['level']}s | {ci(v, 'auroc')} | {ci(v, 'balanced_accuracy')} ({v['chance']:.2f}) "
                          f"| {v['primary_metric']} {v['primary']:.3f} | {'yes' if v['beats_chance'] else '**no**'} |")
+    if res.get('probes'):
+        lines += ['', 'linear probe (logistic regression on frozen embeddings) of the PA-HCL encoder and of a random encoder like it:', '',
+                  '| task | pretrained AUROC | random-encoder AUROC | difference (paired bootstrap) |', '|---|---|---|---|']
+        for t, v in res['probes'].items():
+            lines.append(f"| {t} | {ci(v['pretrained'], 'auroc')} | {ci(v['random'], 'auroc')} | {v['difference']:+.3f} "
+                         f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}] |")
     return '\n'.join(lines)
 
 # %% ../nbs/14_benchmarks.ipynb #7f3a901c

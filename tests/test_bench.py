@@ -135,6 +135,9 @@ def test_bench_demo_end_to_end(pahcl, tiny_demo, tmp_path):
     runs = {m: json.loads((tmp_path/'d'/'runs'/f'physionet2016_{m}'/'final_metrics.json').read_text()) for m in DEMO_MODES}
     assert runs['fewshot']['train_subjects'] < runs['finetune']['train_subjects'] == runs['linear']['train_subjects']
     assert runs['scratch']['init'] != 'pretrained' and runs['linear']['mode'] == 'linear'
-    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 4
+    pr = res['probes']['physionet2016']
+    assert set(pr) == {'pretrained', 'random', 'difference', 'difference_ci'} and pr['pretrained']['units'] == pr['random']['units'] == 12
+    assert pr['difference'] == pytest.approx(pr['pretrained']['auroc'] - pr['random']['auroc'])
+    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 5        # four modes and the probe pair
     r = pahcl('bench', 'demo', '--data-root', tmp_path/'nowhere', '--test-root', ext, '--out', tmp_path/'e')
     assert r.returncode == 2 and 'nowhere' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
