@@ -210,10 +210,11 @@ def cmd_bench(args) -> int:
     if args.what == 'probe':
         from pahcl.pretrain import probe_comparison
         if not (args.checkpoint and args.data_dir): raise FileNotFoundError('pahcl bench probe needs --checkpoint (a pretraining checkpoint) and --data-dir (downstream tasks)')
-        res = probe_comparison(args.checkpoint, args.data_dir, seed=42 if args.seed is None else args.seed)
+        seed = 42 if args.seed is None else args.seed
+        res = probe_comparison(args.checkpoint, args.data_dir, seed=seed)
         if not args.json:
             for t, r in res.items(): print(f"{t:<16} linear probe balanced accuracy (val): pretrained {r['pretrained']:.3f}, random init {r['random']:.3f}")
-        print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=args.seed)))
+        print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=seed)))
     if args.what == 'quality':
         from pahcl.bench import bench_quality, format_quality
         if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
