@@ -659,45 +659,50 @@ def plot_quality(res:dict, part:str='tasks', axes=None):
 # %% ../nbs/14_benchmarks.ipynb #2813efbc
 DEMO_MODES = ('finetune', 'linear', 'fewshot', 'scratch')
 
+def _unit_table(pred:pd.DataFrame, task:str, label_map:dict) -> tuple:
+    "(units frame, label ids, class probabilities) of cycle predictions `pred` averaged to the task's scoring level."
+    from pahcl.metrics import aggregate, _ordered_names
+    cols = [f'prob_{n}' for n in _ordered_names(label_map)]
+    g = aggregate(pred, SCORING_LEVEL[task], cols)
+    return g, g['label_id'].to_numpy(int), g[cols].to_numpy(float)
+
+def _bootstrap(stat, n:int, n_boot:int, seed:int) -> tuple:
+    "(`stat` of all `n` units, its 2.5th and 97.5th percentiles over `n_boot` seeded resamples of the units)."
+    rng = np.random.default_rng(seed)
+    boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
+    return stat(np.arange(n)), np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
+
 def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> dict:
     """AUROC and balanced accuracy of cycle predictions `pred` (chapter 10's `predictions_frame`) at the task's scoring level,
     each with a 95 % bootstrap interval over the scoring units (patients or recordings); `chance` is 1/K for balanced accuracy."""
-    from sklearn.metrics import balanced_accuracy_score
-    from pahcl.metrics import aggregate, _ordered_names, _ovr_scores
-    from sklearn.metrics import roc_auc_score
-    names = _ordered_names(label_map); cols = [f'prob_{n}' for n in names]
-    g = aggregate(pred, SCORING_LEVEL[task], cols)
-    y, P = g['label_id'].to_numpy(int), g[cols].to_numpy(float)
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from pahcl.metrics import _ovr_scores
+    _, y, P = _unit_table(pred, task, label_map)
     def both(i):
         yy, pp = y[i], P[i]
         if len(np.unique(yy)) < 2: return np.nan, np.nan
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             return _ovr_scores(yy, pp, roc_auc_score), balanced_accuracy_score(yy, pp.argmax(1))
-    rng = np.random.default_rng(seed)
-    boots = np.array([both(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
-    auroc, bacc = both(np.arange(len(y)))
-    lo, hi = np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
+    (auroc, bacc), lo, hi = _bootstrap(both, len(y), n_boot, seed)
+    K = P.shape[1]
     return dict(units=int(len(y)), level=SCORING_LEVEL[task], auroc=float(auroc), auroc_ci=[float(lo[0]), float(hi[0])],
-                balanced_accuracy=float(bacc), balanced_accuracy_ci=[float(lo[1]), float(hi[1])], chance=1 / len(names),
-                beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / len(names)))
+                balanced_accuracy=float(bacc), balanced_accuracy_ci=[float(lo[1]), float(hi[1])], chance=1 / K,
+                beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / K))
 
 # %% ../nbs/14_benchmarks.ipynb #b1ebf7bf
 def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:
     "(AUROC of a − AUROC of b, its 95 % paired-bootstrap interval): two prediction frames of the same cycles, at the task's level."
-    from pahcl.metrics import aggregate, _ordered_names, _ovr_scores
+    from pahcl.metrics import _ovr_scores
     from sklearn.metrics import roc_auc_score
-    cols = [f'prob_{n}' for n in _ordered_names(label_map)]
-    ga, gb = (aggregate(p, SCORING_LEVEL[task], cols) for p in (pred_a, pred_b))
+    (ga, y, A), (gb, _, B) = _unit_table(pred_a, task, label_map), _unit_table(pred_b, task, label_map)
     keys = [c for c in ('subject', 'recording') if c in ga.columns]
     if not ga[keys].equals(gb[keys]): raise ValueError('paired_auroc_difference needs predictions of the same units in the same order')
-    y, A, B = ga['label_id'].to_numpy(int), ga[cols].to_numpy(float), gb[cols].to_numpy(float)
     def d(i):
         if len(np.unique(y[i])) < 2: return np.nan
         return _ovr_scores(y[i], A[i], roc_auc_score) - _ovr_scores(y[i], B[i], roc_auc_score)
-    rng = np.random.default_rng(seed)
-    boots = np.array([d(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
-    return float(d(np.arange(len(y)))), [float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))]
+    diff, lo, hi = _bootstrap(d, len(y), n_boot, seed)
+    return float(diff), [float(lo), float(hi)]
 
 def demo_probes(checkpoint, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500) -> dict:
     """{task: pretrained / random linear-probe scores on the new subjects `ext[task]` and their paired AUROC difference}:
@@ -707,13 +712,18 @@ def demo_probes(checkpoint, downstream, ext:dict, tasks, seed:int=0, n_boot:int=
     from pahcl.models import load_encoder_only
     enc = load_encoder_only(checkpoint).eval()
     torch.manual_seed(seed); rnd = build_encoder(enc.config).eval()
+    cache = {'pretrained': {}, 'random': {}}                 # path -> embedding: the two CirCor tasks share their new recordings
+    def embed(name, e, df):
+        c, new = cache[name], df[~df.path.isin(cache[name])].drop_duplicates('path').reset_index(drop=True)
+        if len(new): c.update(zip(new.path, _embed(e, new, 4000, 256, 'cpu').numpy()))
+        return np.stack([c[p] for p in df.path]) if len(df) else np.zeros((0, e.out_dim))
     out = {}
     for t in tasks:
         lmap = task_info_json(Path(downstream)/t)['label_map']; C = len(lmap)
         tr, va = read_split(Path(downstream)/t, 'train')[0], read_split(Path(downstream)/t, 'val')[0]
         preds = {}
         for name, e in (('pretrained', enc), ('random', rnd)):
-            Z = {k: _embed(e, df, 4000, 256, 'cpu').numpy() for k, df in (('train', tr), ('val', va), ('ext', ext[t]))}
+            Z = {k: embed(name, e, df) for k, df in (('train', tr), ('val', va), ('ext', ext[t]))}
             clf, _, _ = fit_probe(Z['train'], tr.label_id.to_numpy(int), Z['val'],
                                   lambda p: quality_metrics(evaluate_predictions(_frame(va, p, lmap), t, lmap), t)['auroc'], seed=seed, num_classes=C)
             preds[name] = _frame(ext[t], _full_prob(clf, Z['ext'], C), lmap)
