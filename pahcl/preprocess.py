@@ -88,10 +88,12 @@ def _done(rec:Recording, out_dir, fingerprint:str) -> dict|None:
 _TEMP = re.compile(r'^\..+\.(tmp|old)(\d+)$')      # write_atomic / replace_dir / process_recording temporaries
 
 def _alive(pid:int) -> bool:
+    "Whether process `pid` runs. A killed process its parent has not reaped yet (a zombie) does not: it can write nothing more."
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except (PermissionError, OverflowError): return True
-    return True
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError): return True          # no /proc (macOS, Windows): trust kill(pid, 0)
 
 def remove_stale_temporaries(root, max_depth:int=3) -> list:
     "Remove what killed runs left under `root` (`.<name>.tmp<pid>`, `.<name>.old<pid>` of dead processes); the paths removed."
