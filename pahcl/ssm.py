@@ -123,11 +123,16 @@ _KERNEL_SRC = r'''
 #include <omp.h>
 #endif
 
-typedef float f8 __attribute__((vector_size(32)));
+#ifdef __AVX512F__
+#define PAHCL_VBYTES 64                      // 16 float lanes where the CPU has AVX-512 (and -march=native says so)
+#else
+#define PAHCL_VBYTES 32                      // 8 float lanes: AVX2, or two SSE halves
+#endif
+typedef float f8 __attribute__((vector_size(PAHCL_VBYTES)));   // "f8", "i8": the float and int32 vectors of that width
 typedef double d4 __attribute__((vector_size(32)));
-typedef int32_t i8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(PAHCL_VBYTES)));
 template <typename T> struct VT;
-template <> struct VT<float> { typedef f8 V; static constexpr int W = 8; };
+template <> struct VT<float> { typedef f8 V; static constexpr int W = PAHCL_VBYTES / 4; };
 template <> struct VT<double> { typedef d4 V; static constexpr int W = 4; };
 
 template <typename V, typename T> static inline V bc(T x) { return V{} + x; }
@@ -228,29 +233,38 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
                      const T* Dp, const T* z, const T* dbias, int softplus, const T* hc, const T* dy, T alpha, int reverse,
                      T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
+  // Chunk-major: for each chunk of time (last first), every channel vector of the slice recomputes the chunk's states
+  // and walks them backwards; the sums over channels (dB, dC, dxΔ) of the chunk stay in small L1-sized accumulators.
   typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
   const int64_t K = (L + chunk - 1) / chunk, ds = slice_width(D, S, W);
   const int64_t RL = Wt ? R : 0;       // with W_Δ: gradients of the low-rank step (summed over channels) and of W_Δ
-  std::vector<V> hsv((chunk + 1) * N), asv(chunk * N), dhv(N), dAv(N), Avv(N), accBv(L * N), accCv(L * N),
-                 Wvv(RL), dWv(RL), accLv(L * RL);
-  V* hs = hsv.data(); V* as = asv.data(); V* dh = dhv.data(); V* dA = dAv.data(); V* Av = Avv.data();
-  V* accB = accBv.data(); V* accC = accCv.data(); V* Wv = Wvv.data(); V* dW = dWv.data(); V* accL = accLv.data();
+  const int64_t nvm = ds / W;
+  std::vector<V> hsv((chunk + 1) * N), asv(chunk * N), drv(chunk), dtv(chunk), Avv(N), accBv(chunk * N), accCv(chunk * N), Wvv(RL),
+                 accLv(chunk * RL), dhv(nvm * N), dAv(nvm * N), dWv(nvm * RL), dDv(nvm), dbv(nvm);
+  V* hs = hsv.data(); V* as = asv.data(); V* drs = drv.data(); V* dts = dtv.data(); V* Av = Avv.data(); V* accB = accBv.data(); V* accC = accCv.data();
+  V* Wv = Wvv.data(); V* accL = accLv.data();
   for (int64_t item = i0; item < i1; ++item) {
-    const int64_t b = item / S, s = item % S;
-    std::fill(accB, accB + L * N, V{}); std::fill(accC, accC + L * N, V{}); std::fill(accL, accL + L * RL, V{});
-    for (int64_t c0 = s * ds; c0 < std::min(D, (s + 1) * ds); c0 += W) {
-      const int cnt = (int)std::min<int64_t>(W, D - c0);
-      for (int64_t n = 0; n < N; ++n) { Av[n] = ld<V>(At + n * D + c0, cnt); dh[n] = V{}; dA[n] = V{}; }
-      for (int64_t r = 0; r < RL; ++r) { Wv[r] = ld<V>(Wt + r * D + c0, cnt); dW[r] = V{}; }
-      const V Dv = Dp ? ld<V>(Dp + c0, cnt) : V{}, bv = dbias ? ld<V>(dbias + c0, cnt) : V{};
-      V dD{}, db{};
-      for (int64_t k = K - 1; k >= 0; --k) {
-        const int64_t j0 = k * chunk, j1 = std::min(L, j0 + chunk);
+    const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds);
+    std::fill(dhv.begin(), dhv.end(), V{}); std::fill(dAv.begin(), dAv.end(), V{}); std::fill(dWv.begin(), dWv.end(), V{});
+    std::fill(dDv.begin(), dDv.end(), V{}); std::fill(dbv.begin(), dbv.end(), V{});
+    T* dBb = dBp + (b * S + s) * L * N; T* dCb = dCp + (b * S + s) * L * N;
+    T* dLb = dLp ? dLp + (b * S + s) * L * RL : nullptr;
+    for (int64_t k = K - 1; k >= 0; --k) {
+      const int64_t j0 = k * chunk, j1 = std::min(L, j0 + chunk);
+      std::fill(accB, accB + chunk * N, V{}); std::fill(accC, accC + chunk * N, V{}); std::fill(accL, accL + chunk * RL, V{});
+      for (int64_t c0 = cs, v = 0; c0 < ce; c0 += W, ++v) {
+        const int cnt = (int)std::min<int64_t>(W, D - c0);
+        V* dh = dhv.data() + v * N; V* dA = dAv.data() + v * N; V* dW = dWv.data() + v * RL;
+        for (int64_t n = 0; n < N; ++n) Av[n] = ld<V>(At + n * D + c0, cnt);
+        for (int64_t r = 0; r < RL; ++r) Wv[r] = ld<V>(Wt + r * D + c0, cnt);
+        const V Dv = Dp ? ld<V>(Dp + c0, cnt) : V{}, bv = dbias ? ld<V>(dbias + c0, cnt) : V{};
+        V dD = dDv[v], db = dbv[v];
         const T* hk = hc + (b * K + k) * N * D + c0;
         for (int64_t n = 0; n < N; ++n) hs[n] = ld<V>(hk + n * D, cnt);
         for (int64_t i = j0; i < j1; ++i) {                  // recompute the chunk's states: hs[j+1] = h_t
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
           const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
+          drs[j] = dr; dts[j] = dt;                          // kept for the walk back
           const V x = dt * ld<V>(u + o, cnt);
           const T* Bt = Bm + b * sBb + t * sBt;
           for (int64_t n = 0; n < N; ++n) {
@@ -260,7 +274,7 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
         }
         for (int64_t i = j1 - 1; i >= j0; --i) {             // and walk it backwards
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
-          const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
+          const V dr = drs[j], dt = dts[j];
           const V uu = ld<V>(u + o, cnt), x = dt * uu, dyv = ld<V>(dy + o, cnt) * alpha;
           const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
           const V* ht = hs + (j + 1) * N; const V* hp = hs + j * N; const V* at = as + j * N;
@@ -272,7 +286,7 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
             yd = dyv * zz * sg;
           }
           dD += yd * uu;
-          V* aB = accB + t * N; V* aC = accC + t * N;
+          V* aB = accB + j * N; V* aC = accC + j * N;
           V gB{}, ddt{};
           for (int64_t n = 0; n < N; ++n) {
             const V g = dh[n] + yd * Ct[n];                  // g_t = C_t ẏ_t + a_{t+1} g_{t+1}
@@ -287,20 +301,25 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const V gdr = softplus ? (ddt + gB * uu) * sigm(dr) : ddt + gB * uu;   // softplus' = σ
           db += gdr;
           if (Wt) {                                          // Δ = W_Δ xΔ_t: dW_Δ += gdr xΔ_t, dxΔ_t += W_Δᵀ gdr
-            const T* lt = Lm + b * sBb + t * sBt; V* aL = accL + t * RL;
+            const T* lt = Lm + b * sBb + t * sBt; V* aL = accL + j * RL;
             for (int64_t r = 0; r < RL; ++r) { dW[r] += gdr * lt[r]; aL[r] += gdr * Wv[r]; }
           } else st(ddl + o, gdr, cnt);
           st(du + o, gB * dt + yd * Dv, cnt);
         }
+        dDv[v] = dD; dbv[v] = db;
       }
-      for (int64_t n = 0; n < N; ++n) st(dAp + (b * N + n) * D + c0, dA[n], cnt);
-      st(dDp + b * D + c0, dD, cnt); st(dbp + b * D + c0, db, cnt);
-      for (int64_t r = 0; r < RL; ++r) st(dWp + (b * RL + r) * D + c0, dW[r], cnt);
+      for (int64_t j = 0; j < j1 - j0; ++j) {              // this chunk's sums over the slice's channels
+        const int64_t t = reverse ? L - 1 - (j0 + j) : j0 + j;
+        for (int64_t n = 0; n < N; ++n) { dBb[t * N + n] = hsum<T>(accB[j * N + n]); dCb[t * N + n] = hsum<T>(accC[j * N + n]); }
+        for (int64_t r = 0; r < RL; ++r) dLb[t * RL + r] = hsum<T>(accL[j * RL + r]);
+      }
     }
-    T* dBb = dBp + (b * S + s) * L * N; T* dCb = dCp + (b * S + s) * L * N;
-    for (int64_t q = 0; q < L * N; ++q) { dBb[q] = hsum<T>(accB[q]); dCb[q] = hsum<T>(accC[q]); }
-    T* dLb = dLp ? dLp + (b * S + s) * L * RL : nullptr;
-    for (int64_t q = 0; q < L * RL; ++q) dLb[q] = hsum<T>(accL[q]);
+    for (int64_t c0 = cs, v = 0; c0 < ce; c0 += W, ++v) {
+      const int cnt = (int)std::min<int64_t>(W, D - c0);
+      for (int64_t n = 0; n < N; ++n) st(dAp + (b * N + n) * D + c0, dAv[v * N + n], cnt);
+      st(dDp + b * D + c0, dDv[v], cnt); st(dbp + b * D + c0, dbv[v], cnt);
+      for (int64_t r = 0; r < RL; ++r) st(dWp + (b * RL + r) * D + c0, dWv[v * RL + r], cnt);
+    }
   }
 }
 
@@ -336,7 +355,7 @@ static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int r
   const int64_t ds = slice_width(D, S, W);
   std::vector<V> dwv, dbv;
   for (int64_t item = i0; item < i1; ++item) {
-    const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds), nv = (ce - cs + W - 1) / W;
+    const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds), nv = ce > cs ? (ce - cs + W - 1) / W : 0;
     dwv.assign(Kc * nv, V{}); dbv.assign(nv, V{});
     auto off = [&](int64_t i) { return (b * L + (reverse ? L - 1 - i : i)) * D; };
     for (int64_t i = 0; i < L; ++i) {
@@ -374,6 +393,8 @@ template <typename F> static void run(int64_t nt, int64_t i0, int64_t i1, F f) {
 #endif
   f(i0, i1);
 }
+
+extern "C" int pahcl_vector_width() { return PAHCL_VBYTES / 4; }   // float lanes per vector
 
 extern "C" int pahcl_openmp() {
 #ifdef _OPENMP
@@ -458,7 +479,8 @@ def load_scan_kernel(verbose:bool=False):
         except OSError as e: errors.append(str(e)); continue
         for name, types in _ARGTYPES.items():
             for s in ('f32', 'f64'): f = getattr(lib, f'{name}_{s}'); f.argtypes, f.restype = types, None
-        lib.pahcl_openmp.restype = ctypes.c_int
+        lib.pahcl_openmp.restype = lib.pahcl_vector_width.restype = ctypes.c_int
+        lib.vector_width = int(lib.pahcl_vector_width())
         lib.openmp = bool(lib.pahcl_openmp())
         return lib
     warnings.warn(f'pahcl.ssm: could not build the C++ selective-scan kernel with {cxx}; using the slower PyTorch '
@@ -486,8 +508,9 @@ def _call(name:str, dtype, args:list, n_items:int):
     if key not in _pools: _pools[key] = ThreadPoolExecutor(nt, thread_name_prefix='pahcl-scan')
     for f in [_pools[key].submit(fn, *args, _I(1), _I(cuts[i]), _I(cuts[i + 1])) for i in range(nt)]: f.result()
 
-def _slices(batch:int, d:int, width:int=8) -> int:
+def _slices(batch:int, d:int, width:int|None=None) -> int:
     "Channel slices per batch row: enough work items for every thread (4 each), no slice narrower than a vector."
+    width = width or load_scan_kernel().vector_width
     return max(1, min(-(-d // width), -(-4 * torch.get_num_threads() // batch)))
 
 class _ScanGate(torch.autograd.Function):
