@@ -432,14 +432,26 @@ def _groups(df:pd.DataFrame) -> pd.Series:
     ds = df['dataset'].astype(str) if 'dataset' in df.columns else pd.Series('', index=df.index)
     return pd.Series(list(zip(ds, df['subject'].astype(str))), index=df.index)
 
-def few_shot(df:pd.DataFrame, ratio:float, seed:int=42, label_col:str='label_id') -> pd.DataFrame:
-    "The cycles of a seeded, class-stratified `ratio` of the subjects of `df` (at least one subject per class)."
+def _allocate(k:int, sizes:dict) -> dict:
+    "Split `k` draws among groups of `sizes` in proportion: whole parts first, the rest to the largest remainders (ties by name)."
+    n = sum(sizes.values()); quota = {g: k*m/n for g, m in sizes.items()}; take = {g: int(q) for g, q in quota.items()}
+    for g in sorted(sizes, key=lambda g: (-(quota[g] - take[g]), str(g)))[:k - sum(take.values())]: take[g] += 1
+    return take
+
+def few_shot(df:pd.DataFrame, ratio:float, seed:int=42, label_col:str='label_id', strata_col:str='source') -> pd.DataFrame:
+    """The cycles of a seeded, class-stratified `ratio` of the subjects of `df` (at least one subject per class). Where `df` has
+    a `strata_col` column with several values — the database a recording came from — each class's draw keeps that class's
+    mix of them (proportional allocation)."""
     if not (0 < ratio <= 1): raise DataError(f"few-shot ratio must be in (0, 1], got {ratio}")
     if label_col not in df.columns: raise DataError(f"few_shot needs a label column {label_col!r}; the table has {', '.join(df.columns)}")
     if ratio == 1: return df.reset_index(drop=True)
     grp, counts = _groups(df), {}
     for s, l in zip(grp, df[label_col]): counts.setdefault(s, Counter())[l] += 1
     klass = {s: sorted(c.items(), key=lambda kv: (-kv[1], str(kv[0])))[0][0] for s, c in counts.items()}
+    source = {}
+    if strata_col and strata_col in df.columns:
+        for s, v in zip(grp, df[strata_col].fillna('').astype(str)): source.setdefault(s, Counter())[v] += 1
+        source = {s: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for s, c in source.items()}
     rng, keep = np.random.default_rng(seed), set()
     for lab in sorted(set(klass.values()), key=str):
         subs = sorted(s for s, l in klass.items() if l == lab)
@@ -447,7 +459,11 @@ def few_shot(df:pd.DataFrame, ratio:float, seed:int=42, label_col:str='label_id'
         if ratio*len(subs) < 0.5:                 # the stratum is too small for this ratio: it gets one subject, more than asked for
             _warn(f"few-shot: {ratio:g} of the {len(subs)} training subject(s) of class {lab} is {ratio*len(subs):.2f}, so 1 is taken "
                   f"({1/len(subs):.0%} of that class); use --shot-ratio >= {0.5/len(subs):.2g} or a task with more subjects for a true {ratio:g}")
-        keep.update(subs[i] for i in rng.permutation(len(subs))[:k])
+        by = {}
+        for s in subs: by.setdefault(source.get(s, ''), []).append(s)
+        if len(by) == 1: keep.update(subs[i] for i in rng.permutation(len(subs))[:k]); continue
+        for v, m in sorted(_allocate(k, {v: len(m) for v, m in by.items()}).items()):
+            keep.update(by[v][i] for i in rng.permutation(len(by[v]))[:m])
     return df[grp.isin(keep).to_numpy()].reset_index(drop=True)
 
 def subject_split(df:pd.DataFrame, val_ratio:float, seed:int=42, exclude=None) -> tuple:

@@ -104,7 +104,7 @@ def read_task_csv(path) -> tuple:
         if not first.startswith('# class_weights:'):
             raise PrepareError(f"{path}: first line should be '# class_weights: [...]', got {first.strip()[:60]!r}; run `pahcl prepare` again")
         weights = [float(w) for w in json.loads(first.split(':', 1)[1])]
-        df = pd.read_csv(path, skiprows=1, dtype={'subject': str, 'recording': str, 'location': str, 'cycle': str, 'label': str})
+        df = pd.read_csv(path, skiprows=1, dtype={'subject': str, 'recording': str, 'location': str, 'cycle': str, 'label': str, 'source': str})
     except (ValueError, TypeError, UnicodeDecodeError) as e:      # bad JSON weights, a CSV pandas cannot parse, binary junk
         raise PrepareError(f"{path}: not a task CSV written by `pahcl prepare` ({type(e).__name__}: {str(e)[:120]}); "
                            "run `pahcl prepare` again") from None
@@ -112,6 +112,7 @@ def read_task_csv(path) -> tuple:
     if missing: raise PrepareError(f"{path}: column(s) {', '.join(missing)} missing (a task CSV has {', '.join(CSV_COLUMNS)}, ...); "
                                    "run `pahcl prepare` again")
     df['location'] = df['location'].fillna('')
+    if 'source' in df.columns: df['source'] = df['source'].fillna('')
     return df, weights
 
 # %% ../nbs/05_tasks.ipynb #1d157919
@@ -187,7 +188,7 @@ def task_table(task:str, recs:list, processed_dir, problems:list|None=None) -> t
         for r in seg.itertuples(index=False):
             rows.append(dict(src=str(rdir/f'{r.cycle}.npy'), rel=f'subject_{rec.subject}/{rdir.name}/{r.cycle}.npy',
                              subject=str(rec.subject), recording=rec.recording, location=rec.location or '', cycle=r.cycle,
-                             label=label, label_id=info['label_map'][label], **extra,
+                             label=label, label_id=info['label_map'][label], source=rec.source or '', **extra,
                              **{c: getattr(r, c) for c in SEGMENT_COLUMNS if c in seg.columns}))
     return pd.DataFrame(rows), dict(left)
 
