@@ -735,7 +735,7 @@ def demo_probes(checkpoint, downstream, ext:dict, tasks, seed:int=0, n_boot:int=
 # %% ../nbs/14_benchmarks.ipynb #2d1beb08
 def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='small', test_scale:str='medium', seed:int=0,
                test_seed:int=1, preset:str='tiny', pretrain_epochs:int=3, min_epochs:int=5, min_steps:int=120,
-               shot_ratio:float=0.25, modes=DEMO_MODES, tasks=None, n_boot:int=500, verbose:bool=True) -> dict:
+               linear_min_steps:int=480, shot_ratio:float=0.25, modes=DEMO_MODES, tasks=None, n_boot:int=500, verbose:bool=True) -> dict:
     """Issue 8's check: every fine-tuning mode (`modes`) on the demo data, scored on new synthetic subjects against chance.
     `data_root`/`test_root` default to demo datasets made in `out` (`scale` with `seed`; `test_scale` with `test_seed`).
     Writes `out/demo_modes.json` and `out/demo_modes.md`; returns the result dict."""
@@ -782,7 +782,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             cfg = load_config('finetune', t)
             n = len(few_shot(tr, shot_ratio, seed=int(cfg['seed'])) if mode == 'fewshot' else tr)    # finetune's own few-shot draw
             per_epoch = max(1, math.ceil(n / int(cfg['training']['batch_size'])))
-            epochs = max(min_epochs, math.ceil(min_steps / per_epoch))
+            epochs = max(min_epochs, math.ceil((linear_min_steps if mode == 'linear' else min_steps) / per_epoch))
             cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
                                                    'training.early_stopping_patience=1000'])
             fin = finetune(cfg, pretrained=None if mode == 'scratch' else ps['best_model'], from_scratch=mode == 'scratch',
@@ -805,7 +805,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
                 f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
     result = dict(tasks=res, probes=probes, all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
                   minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
-                  preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, shot_ratio=shot_ratio,
+                  preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, linear_min_steps=linear_min_steps, shot_ratio=shot_ratio,
                   n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())
     write_atomic(out/'demo_modes.json', json.dumps(result, indent=1, default=float))
     write_atomic(out/'demo_modes.md', format_demo(result) + '\n')

@@ -228,6 +228,7 @@ def cmd_bench(args) -> int:
         from pahcl.bench import bench_demo, format_demo
         res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
                          preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
+                         linear_min_steps=args.linear_min_steps,
                          pretrain_epochs=args.pretrain_epochs, verbose=not args.json)
         if not args.json: print(format_demo(res)); print(f"\nevery mode beats chance clearly: {'yes' if res['all_beat_chance'] else 'no'}")
         print(json.dumps(res, default=float))
@@ -415,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--test-root', '--test_root', dest='test_root', help='quality: raw datasets scored as an external test set; demo: instead of new demo subjects')
     b.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, default=0.25, help='demo: fraction of training subjects of the few-shot mode')
     b.add_argument('--min-steps', '--min_steps', dest='min_steps', type=int, default=120, help='demo: optimizer steps each run trains for at least')
+    b.add_argument('--linear-min-steps', '--linear_min_steps', dest='linear_min_steps', type=int, default=480,
+                   help='demo: optimizer steps linear evaluation trains for at least (its head settles slowly)')
     b.add_argument('--pretrain-epochs', '--pretrain_epochs', dest='pretrain_epochs', type=int, default=3, help='demo: epochs of the PA-HCL pretraining')
     b.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='quality: the time budget')
     b.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='quality: cycles per recording in val/test (0: all)')
