@@ -743,7 +743,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     from pahcl.demo_data import make_demo_datasets
     from pahcl.preprocess import preprocess
     from pahcl.tasks import prepare
-    from pahcl.data import task_info_json, read_split, few_shot
+    from pahcl.data import task_info_json, read_split, few_shot, DataWarning
     from pahcl.pretrain import pretrain
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
     from pahcl.models import apply_preset
@@ -780,7 +780,9 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
         for mode in modes:
             t1 = time.perf_counter()
             cfg = load_config('finetune', t)
-            n = len(few_shot(tr, shot_ratio, seed=int(cfg['seed'])) if mode == 'fewshot' else tr)    # finetune's own few-shot draw
+            with warnings.catch_warnings():                         # finetune's own few-shot draw, to size the run; it warns itself
+                warnings.simplefilter('ignore', DataWarning)
+                n = len(few_shot(tr, shot_ratio, seed=int(cfg['seed'])) if mode == 'fewshot' else tr)
             per_epoch = max(1, math.ceil(n / int(cfg['training']['batch_size'])))
             epochs = max(min_epochs, math.ceil((linear_min_steps if mode == 'linear' else min_steps) / per_epoch))
             cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',

@@ -1,0 +1,76 @@
+"""Does any pretraining setting make the PA-HCL encoder's linear probe beat a random encoder's on the demo data?
+
+Usage (after `pahcl bench demo --out OUT`, which leaves the demo's processed cycles, tasks and new subjects in OUT):
+
+    python tools/demo_probe_ablation.py --out OUT [--variants base no_mask ...] [--random-seeds 8]
+
+For each variant it pretrains the `tiny` model for 3 epochs exactly as `bench demo` does (seed 0), with the variant's
+config overrides, and prints the AUROC on the new subjects of a logistic-regression probe of its encoder and of a random
+encoder (seed 0), with their paired-bootstrap difference. `--random-seeds N` also probes N random encoders (seeds 0..N-1)
+on circor_outcome, to show the spread of the random baseline. Pretraining runs go to OUT/ablation/<variant>.
+"""
+import argparse, json, time
+from pathlib import Path
+import numpy as np, torch
+from pahcl.bench import (_external_tables, demo_probes, fit_probe, quality_metrics, _frame, _full_prob, unit_bootstrap)
+from pahcl.config import load_config, list_tasks
+from pahcl.data import read_split, task_info_json
+from pahcl.metrics import evaluate_predictions
+from pahcl.models import apply_preset, build_encoder, load_encoder_only
+from pahcl.pretrain import pretrain, _embed
+
+VARIANTS = {
+    'base': [],
+    'no_bandpass': ['augmentation.bandpass_jitter_hz=0'],
+    'no_mask': ['augmentation.time_mask_fraction=0'],
+    'no_stretch': ['augmentation.time_stretch=[1.0,1.0]'],
+    'no_noise': ['augmentation.noise_snr_db=[60.0,60.0]'],
+    'no_gain_noise': ['augmentation.noise_snr_db=[60.0,60.0]', 'augmentation.gain_db=[0.0,0.0]'],
+    'weak': ['augmentation.bandpass_jitter_hz=0', 'augmentation.time_mask_fraction=0', 'augmentation.time_stretch=[1.0,1.0]'],
+    'cycle_only': ['loss.lambda_sub=0'],
+    'sub_only': ['loss.lambda_cycle=0'],
+    'temperature_0.2': ['loss.temperature=0.2'],
+}
+
+def random_spread(checkpoint, out:Path, ext, task:str, seeds:int) -> list:
+    "AUROC on the new subjects of the probe of `seeds` random encoders shaped like `checkpoint`'s."
+    cfg = load_encoder_only(checkpoint).config
+    lmap = task_info_json(out/'downstream'/task)['label_map']
+    tr, va = read_split(out/'downstream'/task, 'train')[0], read_split(out/'downstream'/task, 'val')[0]
+    res = []
+    for s in range(seeds):
+        torch.manual_seed(s); e = build_encoder(cfg).eval()
+        Z = {k: _embed(e, df, 4000, 256, 'cpu').numpy() for k, df in (('train', tr), ('val', va), ('ext', ext))}
+        clf, _, _ = fit_probe(Z['train'], tr.label_id.to_numpy(int), Z['val'], lambda p: quality_metrics(
+            evaluate_predictions(_frame(va, p, lmap), task, lmap), task)['auroc'], seed=0, num_classes=len(lmap))
+        res.append(unit_bootstrap(_frame(ext, _full_prob(clf, Z['ext'], len(lmap)), lmap), task, lmap, 100, 0)['auroc'])
+    return res
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--out', required=True, help='the folder of a `pahcl bench demo --out` run')
+    ap.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument('--random-seeds', type=int, default=8)
+    a = ap.parse_args()
+    out, tasks = Path(a.out), list_tasks()
+    ext = _external_tables(out/'external_raw', out/'external_processed', tasks, None, [])
+    tasks = [t for t in tasks if t in ext]
+    print('| variant | ' + ' | '.join(f'{t}: pretrained / random, difference [95 %]' for t in tasks) + ' |')
+    print('|---|' + '---|' * len(tasks))
+    base_ckpt = None
+    for name in a.variants:
+        t0 = time.perf_counter()
+        pcfg = apply_preset(load_config('pretrain', sets=['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=64',
+                            'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', 'seed=0'] + VARIANTS[name]), 'tiny')
+        ps = pretrain(pcfg, out/'processed', out/'ablation'/name, epochs=3, exclude_tasks_dir=out/'downstream', quiet=True)
+        base_ckpt = base_ckpt or ps['best_model']
+        pr = demo_probes(ps['best_model'], out/'downstream', ext, tasks, 0, 300)
+        cells = [f"{v['pretrained']['auroc']:.3f} / {v['random']['auroc']:.3f}, {v['difference']:+.3f} "
+                 f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]" for v in (pr[t] for t in tasks)]
+        print(f'| {name} | ' + ' | '.join(cells) + f' |  <!-- {time.perf_counter()-t0:.0f} s -->', flush=True)
+    if a.random_seeds and 'circor_outcome' in tasks:
+        r = random_spread(base_ckpt, out, ext['circor_outcome'], 'circor_outcome', a.random_seeds)
+        print(f"\ncircor_outcome, random encoders (seeds 0..{a.random_seeds - 1}): " + ', '.join(f'{x:.3f}' for x in r)
+              + f"; mean {np.mean(r):.3f}, sd {np.std(r, ddof=1):.3f}")
+
+if __name__ == '__main__': main()
