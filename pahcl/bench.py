@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-from .ssm import (_peak_rss_mb, bench_scan, load_scan_kernel, resolve_scan_impl, selective_scan, _mambapy_scan,
+from .ssm import (_peak_rss_mb, bench_scan, resolve_scan_impl, selective_scan, _mambapy_scan,
                        _scan_inputs, selective_scan_ref, _mamba_ssm_fn)
 from .models import build_encoder, resolve_model_config, MODEL_PRESETS
 from .files import write_atomic

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #a4a90009
 from __future__ import annotations
-import copy, difflib, json, re
+import copy, difflib, re
 from importlib import resources
 from pathlib import Path
 import yaml

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, DataLoader
-from .tasks import read_task_csv, SEGMENT_COLUMNS, SPLITS, PrepareError
+from .tasks import read_task_csv, SPLITS, PrepareError
 
 # %% auto #0
 __all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed', 'task_info_json',

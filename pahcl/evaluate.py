@@ -11,8 +11,7 @@ import pandas as pd
 import torch
 from .files import write_atomic
 from .data import read_split, task_info_json, check_cycles
-from .models import CheckpointError
-from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion, primary_value
+from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion
 from .finetune import load_finetuned, predict, FinetuneError
 
 # %% auto #0

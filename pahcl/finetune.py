@@ -4,15 +4,14 @@
 
 # %% ../nbs/11_finetune.ipynb #1de299ab
 from __future__ import annotations
-import copy, json, math, os, time
+import copy, json, math, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.distributed as dist
-from .config import load_config, dump_config, ConfigError
+from .config import load_config, dump_config
 from .files import write_atomic
 from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycles
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from .files import write_atomic
 from .ssm import MambaBlock, SCAN_IMPLS
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_pipeline.ipynb #3fb93fdb
 from __future__ import annotations
-import copy, json, math, tempfile, time
+import json, math, tempfile, time
 from pathlib import Path
 from .config import load_config, list_tasks
 from .models import apply_preset

@@ -12,7 +12,7 @@ import pandas as pd
 from .config import load_config, flatten
 from .files import write_atomic, replace_dir
 from .datasets import Recording, DatasetError, find_datasets, read_dataset
-from .signal import SignalError, preprocess_signal
+from .signal import SignalError
 from .segment import SegmentError, read_audio, recording_cycles, load_segmenter_params
 
 # %% auto #0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy, json, logging, math, os, random, time
 from pathlib import Path
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,9 +4,9 @@
 
 # %% ../nbs/03_segment.ipynb #b0c6c587
 from __future__ import annotations
-import json, os, re, tempfile, time
+import json, re, time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 import numpy as np

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_ssm.ipynb #de463f8d
 from __future__ import annotations
-import ctypes, functools, hashlib, math, os, platform, shutil, subprocess, tempfile, threading, time, warnings
+import ctypes, functools, hashlib, math, os, platform, shutil, subprocess, tempfile, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import torch

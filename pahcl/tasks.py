@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from .config import task_info, list_tasks
 from .files import write_atomic, replace_dir
-from .datasets import DATASETS, DatasetError, canonical_name, find_datasets, read_dataset
+from .datasets import DATASETS, canonical_name, find_datasets, read_dataset
 from .preprocess import recording_dir, remove_stale_temporaries
 
 # %% auto #0
