@@ -770,6 +770,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
     probes = demo_probes(ps['best_model'], downstream, ext, tasks, seed, n_boot)
+    probes_last = demo_probes(out/'pretrain'/'last.pt', downstream, ext, tasks, seed, n_boot)   # the end of the schedule
     for t, v in probes.items():
         say(f"      {t} linear probe AUROC: pretrained {v['pretrained']['auroc']:.3f}, random encoder {v['random']['auroc']:.3f}, "
             f"difference {v['difference']:+.3f} [{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
@@ -805,7 +806,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             say(f"      {t} {mode}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], balanced accuracy "
                 f"{v['balanced_accuracy']:.3f} [{v['balanced_accuracy_ci'][0]:.3f}, {v['balanced_accuracy_ci'][1]:.3f}] "
                 f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
-    result = dict(tasks=res, probes=probes, all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
+    result = dict(tasks=res, probes=probes, probes_last=probes_last, pretrain_best_epoch=max(e['epoch'] for e in json.loads((out/'pretrain'/'history.json').read_text()) if e.get('best')), all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
                   minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
                   preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, linear_min_steps=linear_min_steps, shot_ratio=shot_ratio,
                   n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())
@@ -823,10 +824,11 @@ def format_demo(res:dict) -> str:
         for m, v in ms.items():
             lines.append(f"| {t} | {m} | {v['units']} {v['level']}s | {ci(v, 'auroc')} | {ci(v, 'balanced_accuracy')} ({v['chance']:.2f}) "
                          f"| {v['primary_metric']} {v['primary']:.3f} | {'yes' if v['beats_chance'] else '**no**'} |")
-    if res.get('probes'):
-        lines += ['', 'linear probe (logistic regression on frozen embeddings) of the PA-HCL encoder and of a random encoder like it:', '',
+    for key, which in (('probes', '`best_model.pt`'), ('probes_last', '`last.pt`, the end of the schedule')):
+        if not res.get(key): continue
+        lines += ['', f'linear probe (logistic regression on frozen embeddings) of the PA-HCL encoder ({which}) and of a random encoder like it:', '',
                   '| task | pretrained AUROC | random-encoder AUROC | difference (paired bootstrap) |', '|---|---|---|---|']
-        for t, v in res['probes'].items():
+        for t, v in res[key].items():
             lines.append(f"| {t} | {ci(v['pretrained'], 'auroc')} | {ci(v['random'], 'auroc')} | {v['difference']:+.3f} "
                          f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}] |")
     return '\n'.join(lines)
