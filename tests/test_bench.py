@@ -138,6 +138,7 @@ def test_bench_demo_end_to_end(pahcl, tiny_demo, tmp_path):
     pr = res['probes']['physionet2016']
     assert set(pr) == {'pretrained', 'random', 'difference', 'difference_ci'} and pr['pretrained']['units'] == pr['random']['units'] == 12
     assert pr['difference'] == pytest.approx(pr['pretrained']['auroc'] - pr['random']['auroc'])
-    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 5        # four modes and the probe pair
+    assert set(res['probes_last']['physionet2016']) == set(pr) and res['pretrain_best_epoch'] >= 0   # last.pt probed too
+    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 6        # four modes, best_model and last.pt probes
     r = pahcl('bench', 'demo', '--data-root', tmp_path/'nowhere', '--test-root', ext, '--out', tmp_path/'e')
     assert r.returncode == 2 and 'nowhere' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
