@@ -21,8 +21,8 @@ from .metrics import evaluate_predictions, predictions_frame
 __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES', 'matmul_flops', 'encoder_flops',
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
-           'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'unit_bootstrap',
-           'paired_auroc_difference', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
+           'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'primary_interval',
+           'unit_bootstrap', 'paired_auroc_difference', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -436,19 +436,23 @@ def format_quality(res:dict) -> str:
                       f"{next(iter(methods.values()))['primary_metric']}; {where}",
                       '', '| method | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
             for m, v in methods.items():
-                lines.append(f'| {m} | ' + ' | '.join('–' if v.get(k) is None else f'{v[k]:.3f}' if isinstance(v[k], float)
-                                                     else str(v[k]) for k in keys) + ' |')
+                cell = lambda k: ('–' if v.get(k) is None else f'{v[k]:.3f}' if isinstance(v[k], float) else str(v[k])) + \
+                                 (f" [{v['primary_ci'][0]:.2f}, {v['primary_ci'][1]:.2f}]" if k == 'primary' and v.get('primary_ci') else '')
+                lines.append(f'| {m} | ' + ' | '.join(cell(k) for k in keys) + ' |')
     return '\n'.join(lines)
 
 def quality_targets(res:dict) -> dict:
     "Issue 9's targets against the result: {target: dict(met=bool, detail=...)}."
     out = {}
+    def noise(m, a, b):                               # the 95 % intervals of the two methods' primary metric overlap
+        ia, ib = (m.get(a) or {}).get('primary_ci'), (m.get(b) or {}).get('primary_ci')
+        return ' (within noise: the 95 % intervals overlap)' if ia and ib and ia[0] <= ib[1] and ib[0] <= ia[1] else ''
     for task, m in res['tasks'].items():
         g = lambda k, f='primary': (m.get(k) or {}).get(f)
         if g('linear') is not None and g('scratch') is not None:
-            out[f'{task}: linear > scratch'] = dict(met=g('linear') > g('scratch'), detail=f"{g('linear'):.3f} vs {g('scratch'):.3f}")
+            out[f'{task}: linear > scratch'] = dict(met=g('linear') > g('scratch'), detail=f"{g('linear'):.3f} vs {g('scratch'):.3f}" + noise(m, 'linear', 'scratch'))
         if g('finetune') is not None and g('classical') is not None:
-            out[f'{task}: finetune > classical'] = dict(met=g('finetune') > g('classical'), detail=f"{g('finetune'):.3f} vs {g('classical'):.3f}")
+            out[f'{task}: finetune > classical'] = dict(met=g('finetune') > g('classical'), detail=f"{g('finetune'):.3f} vs {g('classical'):.3f}" + noise(m, 'finetune', 'classical'))
         if g('fewshot10') is not None and g('finetune'):
             out[f'{task}: fewshot10 >= 0.9 finetune'] = dict(met=g('fewshot10') >= 0.9 * g('finetune'), detail=f"{g('fewshot10'):.3f} vs 0.9 × {g('finetune'):.3f}")
     pahcl = ('linear', 'finetune')                    # the absolute targets are PA-HCL's, not any method's
@@ -484,6 +488,7 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
     from pahcl.pretrain import pretrain, pretrain_splits, _embed
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
     from pahcl.models import apply_preset, load_encoder_only
+    from pahcl.metrics import tune_offsets, shift_probs
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     budget, out = _Budget(budget_minutes * 60), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -516,8 +521,11 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
                                                         cycles=len(d), also_in_data_root=int(d[d.recording.isin(seen)].recording.nunique()))
     done('data')
     res = {x: {} for x in tasks}; res_ext = {x: {} for x in ext}
-    def score(task, df, prob):
-        return quality_metrics(evaluate_predictions(_frame(df, prob, lmap[task]), task, lmap[task]), task)
+    def score(task, df, prob, ci=False):
+        pr = _frame(df, prob, lmap[task]); m = quality_metrics(evaluate_predictions(pr, task, lmap[task]), task)
+        return dict(m, primary_ci=primary_interval(pr, task, lmap[task], seed=seed)) if ci else m
+    def offsets(task, df, prob):                      # where to draw the decision line: on val, as fine-tuning does (chapter 11)
+        return tune_offsets(_frame(df, prob, lmap[task]), task, lmap[task])[0]
     def record(task, method, m, minutes, ext_m=None):
         res[task][method] = dict(m, minutes=round(minutes, 2))
         if ext_m is not None: res_ext[task][method] = ext_m
@@ -543,12 +551,13 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
         X = {s: np.stack([feats[k] for k in r.key]) for s, r in recs.items()}
         clf, C, _ = fit_probe(X['train'], recs['train'].label_id.to_numpy(int), X['val'],
                               lambda p, x=x, r=recs['val']: score(x, r, p)['primary'], seed=seed, num_classes=ncls[x])
-        e = None
+        e, b = None, offsets(x, recs['val'], _full_prob(clf, X['val'], ncls[x]))
         if x in ext:
             r = ext[x].drop_duplicates('recording').copy(); r['key'] = ['ext:' + _rec_key(ds, p) for p in r.path]
             r = r[r.key.isin(feats)].reset_index(drop=True)
-            if len(r): e = score(x, r, _full_prob(clf, np.stack([feats[k] for k in r.key]), ncls[x]))
-        record(x, 'classical', dict(score(x, recs['test'], _full_prob(clf, X['test'], ncls[x])), C=C), (time.perf_counter() - t1) / 60, e)
+            if len(r): e = score(x, r, shift_probs(_full_prob(clf, np.stack([feats[k] for k in r.key]), ncls[x]), b), ci=True)
+        record(x, 'classical', dict(score(x, recs['test'], shift_probs(_full_prob(clf, X['test'], ncls[x]), b), ci=True), C=C, offsets=b),
+               (time.perf_counter() - t1) / 60, e)
     done('classical')
 
     # 3. pretraining: PA-HCL and its two ablations, each sized to its share of what is left
@@ -597,8 +606,10 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             Z = {s: emb(ds, d[s]) for s in SPLITS}
             clf, C, _ = fit_probe(Z['train'], d['train'].label_id.to_numpy(int), Z['val'],
                                   lambda p, x=x, r=d['val']: score(x, r, p)['primary'], seed=seed, num_classes=ncls[x])
-            e = score(x, ext[x], _full_prob(clf, emb('ext:' + ds, ext[x]), ncls[x])) if x in ext else None
-            record(x, method, dict(score(x, d['test'], _full_prob(clf, Z['test'], ncls[x])), C=C), (time.perf_counter() - t1) / 60, e)
+            b = offsets(x, d['val'], _full_prob(clf, Z['val'], ncls[x]))
+            e = score(x, ext[x], shift_probs(_full_prob(clf, emb('ext:' + ds, ext[x]), ncls[x]), b), ci=True) if x in ext else None
+            record(x, method, dict(score(x, d['test'], shift_probs(_full_prob(clf, Z['test'], ncls[x]), b), ci=True), C=C, offsets=b),
+                   (time.perf_counter() - t1) / 60, e)
     done('probes')
 
     # 5. supervised runs per task: from scratch, PA-HCL full fine-tuning, few-shot at 10 % of the subjects
@@ -620,13 +631,15 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
                            data_dir=views, output_dir=out/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
                            device='cpu', preset=preset if method == 'scratch' else None, max_steps_per_epoch=steps,
                            time_budget_s=share * 0.9, quiet=True, mid_epoch_stop=True)
+            rd = run_dir(out/'runs', x, method)
             m = quality_metrics({k[5:]: v for k, v in fin.items() if k.startswith('test_')}, x)
+            m['primary_ci'] = primary_interval(pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str}), x, lmap[x], seed=seed)
             e = None
-            if x in ext:
-                rd = run_dir(out/'runs', x, method)
+            if x in ext:                              # the kept checkpoint carries the run's decision offsets in its output bias
                 model, _ = load_finetuned(rd/'best_model.pt' if (rd/'best_model.pt').exists() else rd/'final_model.pt')
-                e = score(x, ext[x], predict(model, ext[x], 4000, 256))
-            record(x, method, dict(m, epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], train_cycles=fin['train_cycles']),
+                e = score(x, ext[x], predict(model, ext[x], 4000, 256), ci=True)
+            record(x, method, dict(m, epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], train_cycles=fin['train_cycles'],
+                                   offsets=fin.get('decision_offsets')),
                    (time.perf_counter() - t1) / 60, e)
     done('finetune')
 
@@ -671,6 +684,16 @@ def _bootstrap(stat, n:int, n_boot:int, seed:int) -> tuple:
     rng = np.random.default_rng(seed)
     boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
     return stat(np.arange(n)), np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
+
+def primary_interval(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=300, seed:int=0) -> list:
+    "95 % bootstrap interval over the scoring units of the task's primary metric (quality benchmark) of cycle predictions `pred`."
+    from pahcl.metrics import classification_metrics
+    from pahcl.config import load_config
+    name = load_config('finetune', task)['evaluation']['primary_metric']
+    _, y, P = _unit_table(pred, task, label_map)
+    def stat(i): return classification_metrics(y[i], P[i], P.shape[1])[name] if len(np.unique(y[i])) > 1 else np.nan
+    _, lo, hi = _bootstrap(stat, len(y), n_boot, seed)
+    return [float(lo), float(hi)]
 
 def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> dict:
     """AUROC and balanced accuracy of cycle predictions `pred` (chapter 10's `predictions_frame`) at the task's scoring level,

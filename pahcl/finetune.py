@@ -17,11 +17,12 @@ from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycl
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,
                      CheckpointError)
 from .pretrain import seed_everything, lr_scheduler, init_distributed, is_distributed, reduce_mean, setup_logger
-from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed
+from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
 __all__ = ['FinetuneError', 'check_label_map', 'build_classifier', 'freeze_encoder', 'train_mode', 'make_optimizer',
-           'make_criterion', 'predict', 'score_split', 'train_loader', 'run_dir', 'finetune', 'load_finetuned']
+           'make_criterion', 'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir', 'finetune',
+           'load_finetuned']
 
 # %% ../nbs/11_finetune.ipynb #08e46dad
 class FinetuneError(ValueError):
@@ -96,6 +97,12 @@ def predict(model:nn.Module, df:pd.DataFrame, target_length:int=4000, batch_size
             out.append(torch.softmax(m(b['x'].to(device)).float(), -1).cpu())
     if was: train_mode(m)
     return torch.cat(out).numpy() if out else np.zeros((0, m.classifier.num_classes if hasattr(m.classifier, 'num_classes') else 0))
+
+def add_logit_offsets(model:nn.Module, offsets) -> None:
+    "Fold decision offsets (chapter 10's `tune_offsets`) into the classifier's output bias: it then predicts softmax(logits + b)."
+    m = model.module if hasattr(model, 'module') else model
+    last = m.classifier.net[-1]
+    with torch.no_grad(): last.bias += torch.as_tensor(offsets, dtype=last.bias.dtype, device=last.bias.device)
 
 def score_split(model, df:pd.DataFrame, task:str, label_map:dict, target_length:int=4000, batch_size:int=64,
                 device='cpu', use_amp:bool=False) -> tuple:
@@ -250,8 +257,18 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         if (out/'best_model.pt').exists():
             ck = load_checkpoint(out/'best_model.pt')
             model.encoder.load_state_dict(ck['encoder']); model.classifier.load_state_dict(ck['heads']['classifier'])
-            best_epoch = ck['epoch']
-        else: best_epoch = None
+            best_epoch, kept, kept_metrics = ck['epoch'], out/'best_model.pt', ck.get('metrics') or {}
+        else: best_epoch, kept, kept_metrics = None, out/'final_model.pt', _scalars(history[-1]) if history else {}
+        decision = dict(decision_metric=ev['decision_metric'], decision_offsets=None)
+        if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
+            _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
+            b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'])
+            decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
+            if any(b):
+                add_logit_offsets(model, b)
+                save_checkpoint(kept, **ckmeta(best_epoch if best_epoch is not None else (history[-1]['epoch'] if history else 0),
+                                               dict(kept_metrics, decision_offsets=b)))
+            log.info(f"decision offsets {[round(x, 2) for x in b]} (tuned on val for {ev['decision_metric']}: {v:.4f}), in {kept.name}")
         tm, pred = score_split(model, test_df, task, label_map, tl, ebs, dev, use_amp)
         write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
         if ev['save_confusion_matrix']:
@@ -260,7 +277,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         final = dict(prefixed(tm, 'test_'), task=task, experiment=experiment, mode=mode, best_epoch=best_epoch,
                      epochs_trained=len(history), primary_metric=primary, test_primary=primary_value(tm, primary),
                      best_val_primary=best, stopped_early=stop, minutes=round((time.perf_counter() - t_start) / 60, 2),
-                     seed=seed, **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
+                     seed=seed, **decision, **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
         write_atomic(out/'final_metrics.json', json.dumps(final, indent=2, default=float))
         log.info(f"test: {primary} {final['test_primary']:.4f}; " + ', '.join(f"{k} {final[k]:.4f}" for k in
                  ('test_accuracy', 'test_f1_macro', 'test_auroc') if isinstance(final.get(k), float)))

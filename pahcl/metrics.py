@@ -13,9 +13,10 @@ from .config import list_tasks
 from .files import write_atomic
 
 # %% auto #0
-__all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'classification_metrics', 'aggregate',
-           'murmur_weighted_accuracy', 'expert_cost', 'outcome_cost', 'challenge_2016', 'predictions_frame',
-           'evaluate_predictions', 'higher_is_better', 'primary_value', 'prefixed', 'plot_confusion', 'save_confusion']
+__all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'DECISION_METRICS', 'classification_metrics',
+           'aggregate', 'murmur_weighted_accuracy', 'expert_cost', 'outcome_cost', 'challenge_2016',
+           'predictions_frame', 'evaluate_predictions', 'higher_is_better', 'primary_value', 'prefixed', 'shift_probs',
+           'shifted_frame', 'tune_offsets', 'plot_confusion', 'save_confusion']
 
 # %% ../nbs/10_metrics.ipynb #b593d419
 def _f(x) -> float:
@@ -265,6 +266,42 @@ def prefixed(metrics:dict, prefix:str, scalars_only:bool=True) -> dict:
         elif scalars_only: continue
         out[prefix + k] = v
     return out
+
+# %% ../nbs/10_metrics.ipynb #fc7a4541
+DECISION_METRICS = {'circor_murmur': 'patient_f1_macro', 'circor_outcome': 'patient_outcome_cost',
+                    'physionet2016': 'recording_macc', 'pascal': 'recording_f1_macro'}
+
+def shift_probs(prob, offsets) -> np.ndarray:
+    "softmax(log p + b): probabilities (n, C) with log-offsets `offsets` (C,) added, what a classifier with bias + b gives."
+    p = np.clip(np.asarray(prob, dtype=float), 1e-12, None) * np.exp(np.asarray(offsets, dtype=float))
+    return p / p.sum(1, keepdims=True)
+
+def shifted_frame(pred_df:pd.DataFrame, label_map:dict, offsets) -> pd.DataFrame:
+    "A prediction frame with its `prob_<label>` columns (and `pred`, `pred_label`) moved by the log-offsets `offsets`."
+    names = _ordered_names(label_map); cols = [f'prob_{n}' for n in names]
+    df = pred_df.copy(); df[cols] = P = shift_probs(df[cols].to_numpy(float), offsets)
+    df['pred'] = P.argmax(1) if len(P) else np.zeros(0, int)
+    if 'pred_label' in df.columns: df['pred_label'] = [names[i] for i in df['pred']]
+    return df
+
+def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None=None, grid=None) -> tuple:
+    """(offsets, value): per-class log-offsets (the first class's 0) maximising `metric` (default `DECISION_METRICS[task]`;
+    a cost is minimised, `value` is then negated) of the validation predictions `pred_df`; ties go to the smallest shift."""
+    import itertools
+    metric = metric or DECISION_METRICS[task]
+    C = len(label_map)
+    if grid is None: grid = np.linspace(-2, 2, 17) if C == 2 else np.linspace(-2, 2, 9)
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        for rest in itertools.product(grid, repeat=C - 1):
+            b = np.array((0.0,) + rest)
+            v = primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric)
+            if np.isnan(v): continue
+            key = (round(v, 12), -float(np.abs(b).sum()))
+            if best is None or key > best[0]: best = (key, b)
+    if best is None: return [0.0] * C, float('nan')
+    return [float(x) for x in best[1]], float(best[0][0])
 
 # %% ../nbs/10_metrics.ipynb #67db7a0b
 def plot_confusion(cm, class_names, ax=None, normalize:bool=True, title:str|None=None):

@@ -87,6 +87,9 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
         for m, v in methods.items():
             for k in ('primary', 'primary_metric', 'auroc', 'f1_macro', 'minutes', 'n'): assert k in v, (task, m, k)
             assert 0 <= v['f1_macro'] <= 1 and v['n'] == res['counts'][task]['test'][SCORING_UNIT[task]]
+            lo, hi = v['primary_ci']                                     # a bootstrap interval over the test units
+            assert lo <= hi and 0 <= lo <= 1 and 0 <= hi <= 1, (task, m, v['primary_ci'])
+            assert len(v['offsets']) == (2 if task == 'physionet2016' else 3), (task, m, v['offsets'])   # decision offsets, tuned on val
     assert res['tasks']['physionet2016']['finetune']['primary_metric'] == 'recording_auroc'
     assert {'macc', 'se', 'sp'} <= set(res['tasks']['physionet2016']['scratch'])
     assert {'total_precision', 'precision_murmur'} <= set(res['tasks']['pascal']['classical'])
