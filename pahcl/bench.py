@@ -22,7 +22,8 @@ __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
            'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'primary_interval',
-           'unit_bootstrap', 'paired_auroc_difference', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
+           'unit_bootstrap', 'paired_auroc_difference', 'cached_embedder', 'probe_predictions', 'demo_probes',
+           'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -727,33 +728,48 @@ def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, 
     diff, lo, hi = _bootstrap(d, len(y), n_boot, seed)
     return float(diff), [float(lo), float(hi)]
 
-def demo_probes(checkpoint, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500) -> dict:
-    """{task: pretrained / random linear-probe scores on the new subjects `ext[task]` and their paired AUROC difference}:
-    probes of `checkpoint`'s encoder and of a random encoder like it (seeded), trained on `downstream/<task>`'s train split."""
-    from pahcl.data import read_split, task_info_json
+def cached_embedder(enc, cache:dict|None=None):
+    "`embed(df)` → (len(df), D) frozen embeddings of `enc` for the cycle files `df.path`, each file embedded once (kept in `cache`)."
     from pahcl.pretrain import _embed
+    cache = {} if cache is None else cache
+    def embed(df):
+        new = df[~df.path.isin(cache)].drop_duplicates('path').reset_index(drop=True)
+        if len(new): cache.update(zip(new.path, _embed(enc, new, 4000, 256, 'cpu').numpy()))
+        return np.stack([cache[p] for p in df.path]) if len(df) else np.zeros((0, enc.out_dim))
+    return embed
+
+def probe_predictions(embed, train:pd.DataFrame, val:pd.DataFrame, test:pd.DataFrame, task:str, label_map:dict, seed:int=0) -> pd.DataFrame:
+    "Prediction frame on `test` of a logistic-regression probe on the embeddings `embed(df)`, fitted on `train`, C picked on `val` by AUROC."
+    C = len(label_map)
+    Z = {k: embed(df) for k, df in (('train', train), ('val', val), ('test', test))}
+    clf, _, _ = fit_probe(Z['train'], train.label_id.to_numpy(int), Z['val'], lambda p: quality_metrics(
+        evaluate_predictions(_frame(val, p, label_map), task, label_map), task)['auroc'], seed=seed, num_classes=C)
+    return _frame(test, _full_prob(clf, Z['test'], C), label_map)
+
+def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500) -> dict:
+    """{task: pretrained / random linear-probe scores on the new subjects `ext[task]` and their paired AUROC difference}:
+    probes of a checkpoint's encoder and of a random encoder like it (seeded), trained on `downstream/<task>`'s train split.
+    `checkpoints` is one path, or {name: path} of checkpoints of one architecture, giving {name: result}; the random
+    encoder is embedded and probed once for all of them."""
+    from pahcl.data import read_split, task_info_json
     from pahcl.models import load_encoder_only
-    enc = load_encoder_only(checkpoint).eval()
-    torch.manual_seed(seed); rnd = build_encoder(enc.config).eval()
-    cache = {'pretrained': {}, 'random': {}}                 # path -> embedding: the two CirCor tasks share their new recordings
-    def embed(name, e, df):
-        c, new = cache[name], df[~df.path.isin(cache[name])].drop_duplicates('path').reset_index(drop=True)
-        if len(new): c.update(zip(new.path, _embed(e, new, 4000, 256, 'cpu').numpy()))
-        return np.stack([c[p] for p in df.path]) if len(df) else np.zeros((0, e.out_dim))
-    out = {}
+    single = not isinstance(checkpoints, dict)
+    encs = {n: load_encoder_only(p).eval() for n, p in ({'': checkpoints} if single else checkpoints).items()}
+    cfgs = {json.dumps(e.config, sort_keys=True, default=str) for e in encs.values()}
+    if len(cfgs) > 1: raise ValueError(f'demo_probes compares checkpoints of one architecture; {list(encs)} differ in their model config')
+    torch.manual_seed(seed); rnd = build_encoder(next(iter(encs.values())).config).eval()
+    embed = {n: cached_embedder(e) for n, e in encs.items()}     # the two CirCor tasks share their new recordings
+    embed_rnd, out = cached_embedder(rnd), {n: {} for n in encs}
     for t in tasks:
-        lmap = task_info_json(Path(downstream)/t)['label_map']; C = len(lmap)
+        lmap = task_info_json(Path(downstream)/t)['label_map']
         tr, va = read_split(Path(downstream)/t, 'train')[0], read_split(Path(downstream)/t, 'val')[0]
-        preds = {}
-        for name, e in (('pretrained', enc), ('random', rnd)):
-            Z = {k: embed(name, e, df) for k, df in (('train', tr), ('val', va), ('ext', ext[t]))}
-            clf, _, _ = fit_probe(Z['train'], tr.label_id.to_numpy(int), Z['val'],
-                                  lambda p: quality_metrics(evaluate_predictions(_frame(va, p, lmap), t, lmap), t)['auroc'], seed=seed, num_classes=C)
-            preds[name] = _frame(ext[t], _full_prob(clf, Z['ext'], C), lmap)
-        diff, dci = paired_auroc_difference(preds['pretrained'], preds['random'], t, lmap, n_boot, seed)
-        out[t] = dict(pretrained=unit_bootstrap(preds['pretrained'], t, lmap, n_boot, seed),
-                      random=unit_bootstrap(preds['random'], t, lmap, n_boot, seed), difference=diff, difference_ci=dci)
-    return out
+        rp = probe_predictions(embed_rnd, tr, va, ext[t], t, lmap, seed)
+        rb = unit_bootstrap(rp, t, lmap, n_boot, seed)
+        for n in encs:
+            pp = probe_predictions(embed[n], tr, va, ext[t], t, lmap, seed)
+            diff, dci = paired_auroc_difference(pp, rp, t, lmap, n_boot, seed)
+            out[n][t] = dict(pretrained=unit_bootstrap(pp, t, lmap, n_boot, seed), random=rb, difference=diff, difference_ci=dci)
+    return out[''] if single else out
 
 # %% ../nbs/14_benchmarks.ipynb #2d1beb08
 def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='small', test_scale:str='medium', seed:int=0,
@@ -766,7 +782,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     from pahcl.demo_data import make_demo_datasets
     from pahcl.preprocess import preprocess
     from pahcl.tasks import prepare
-    from pahcl.data import task_info_json, read_split, few_shot, DataWarning
+    from pahcl.data import task_info_json
     from pahcl.pretrain import pretrain
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
     from pahcl.models import apply_preset
@@ -792,28 +808,23 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
                                                       'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}']), preset)
     ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
-    probes = demo_probes(ps['best_model'], downstream, ext, tasks, seed, n_boot)
-    probes_last = demo_probes(out/'pretrain'/'last.pt', downstream, ext, tasks, seed, n_boot)   # the end of the schedule
+    pr = demo_probes({'best': ps['best_model'], 'last': out/'pretrain'/'last.pt'}, downstream, ext, tasks, seed, n_boot)
+    probes, probes_last = pr['best'], pr['last']                # best_model.pt, and the end of the schedule
     for t, v in probes.items():
         say(f"      {t} linear probe AUROC: pretrained {v['pretrained']['auroc']:.3f}, random encoder {v['random']['auroc']:.3f}, "
             f"difference {v['difference']:+.3f} [{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
     res = {t: {} for t in tasks}
     for t in tasks:
         lmap = task_info_json(downstream/t)['label_map']
-        tr, _ = read_split(downstream/t, 'train')
         for mode in modes:
             t1 = time.perf_counter()
-            cfg = load_config('finetune', t)
-            with warnings.catch_warnings():                         # finetune's own few-shot draw, to size the run; it warns itself
-                warnings.simplefilter('ignore', DataWarning)
-                n = len(few_shot(tr, shot_ratio, seed=int(cfg['seed'])) if mode == 'fewshot' else tr)
-            per_epoch = max(1, math.ceil(n / int(cfg['training']['batch_size'])))
-            epochs = max(min_epochs, math.ceil((linear_min_steps if mode == 'linear' else min_steps) / per_epoch))
-            cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
+            cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={min_epochs}',
                                                    'training.early_stopping_patience=1000'])
             fin = finetune(cfg, pretrained=None if mode == 'scratch' else ps['best_model'], from_scratch=mode == 'scratch',
                            data_dir=downstream, output_dir=out/'runs', experiment_name=mode, linear_eval=mode == 'linear',
-                           few_shot_ratio=shot_ratio if mode == 'fewshot' else None, preset=preset if mode == 'scratch' else None, quiet=True)
+                           few_shot_ratio=shot_ratio if mode == 'fewshot' else None, preset=preset if mode == 'scratch' else None,
+                           min_steps=linear_min_steps if mode == 'linear' else min_steps, quiet=True)
+            epochs, per_epoch = fin['num_epochs'], fin['steps_per_epoch']
             rd, r = run_dir(out/'runs', t, mode), {}
             for which in ('final', 'best'):
                 model, _ = load_finetuned(rd/f'{which}_model.pt')
@@ -829,7 +840,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             say(f"      {t} {mode}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], balanced accuracy "
                 f"{v['balanced_accuracy']:.3f} [{v['balanced_accuracy_ci'][0]:.3f}, {v['balanced_accuracy_ci'][1]:.3f}] "
                 f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
-    result = dict(tasks=res, probes=probes, probes_last=probes_last, pretrain_best_epoch=max(e['epoch'] for e in json.loads((out/'pretrain'/'history.json').read_text()) if e.get('best')), all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
+    result = dict(tasks=res, probes=probes, probes_last=probes_last, pretrain_best_epoch=ps['best_epoch'], all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
                   minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
                   preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, linear_min_steps=linear_min_steps, shot_ratio=shot_ratio,
                   n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())

@@ -131,11 +131,13 @@ def _scalars(d:dict) -> dict: return {k: v for k, v in d.items() if isinstance(v
 def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scratch:bool=False, data_dir=None, output_dir='outputs',
              experiment_name:str|None=None, linear_eval:bool=False, few_shot_ratio:float|None=None, resume:bool=False,
              device:str='auto', preset:str|None=None, max_steps_per_epoch:int|None=None, time_budget_s:float|None=None,
-             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False) -> dict:
+             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False, min_steps:int|None=None) -> dict:
     """Fine-tune (or linearly evaluate) on a downstream task; returns the final metrics dict (also in final_metrics.json).
     `max_steps_per_epoch` shortens epochs; `time_budget_s` stops training at the end of the epoch in which that many
     seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), then validates and tests as usual.
-    A damaged cycle or task row is warned about and skipped; with `strict` it stops the run (`DataError`) before training."""
+    A damaged cycle or task row is warned about and skipped; with `strict` it stops the run (`DataError`) before training.
+    `min_steps` raises `training.num_epochs` until the run takes at least that many optimizer steps (a few-shot split of
+    nine recordings is one step an epoch)."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('finetune', task)
     task = task or cfg['task']['name']
     if not task or task == 'default': raise FinetuneError('no task: pass --task (circor_murmur, circor_outcome, physionet2016, pascal) or set task.name')
@@ -172,6 +174,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     bs = max(1, int(tr['batch_size']) // world)
     steps = max(1, math.ceil(len(train_df) / world / bs))
     if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
+    if min_steps: tr['num_epochs'] = cfg['downstream']['num_epochs'] = max(int(tr['num_epochs']), math.ceil(int(min_steps) / steps))
     opt = make_optimizer(model, tr)
     sched = lr_scheduler(opt, steps * int(tr['num_epochs']), steps * int(tr['warmup_epochs']), float(tr['learning_rate']), float(tr['min_lr']))
     crit = make_criterion(tr, weights, dev)
@@ -189,7 +192,8 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         log.info(f'resumed from {last} at epoch {start}')
     elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
     run_info = dict(task=task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=world, device=str(dev),
-                    train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()),
+                    train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=steps,
+                    num_epochs=int(tr['num_epochs']),
                     val_cycles=len(val_df), test_cycles=len(test_df), **info)
     writer = None
     if rank == 0:
@@ -262,7 +266,8 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         decision = dict(decision_metric=ev['decision_metric'], decision_offsets=None)
         if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
             _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
-            b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'])
+            b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'],
+                                min_units=int(ev['decision_min_units']))
             decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
             if any(b):
                 add_logit_offsets(model, b)

@@ -284,12 +284,17 @@ def shifted_frame(pred_df:pd.DataFrame, label_map:dict, offsets) -> pd.DataFrame
     if 'pred_label' in df.columns: df['pred_label'] = [names[i] for i in df['pred']]
     return df
 
-def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None=None, grid=None) -> tuple:
+def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None=None, grid=None, min_units:int=20) -> tuple:
     """(offsets, value): per-class log-offsets (the first class's 0) maximising `metric` (default `DECISION_METRICS[task]`;
-    a cost is minimised, `value` is then negated) of the validation predictions `pred_df`; ties go to the smallest shift."""
+    a cost is minimised, `value` is then negated) of the validation predictions `pred_df`; ties go to the smallest shift.
+    With fewer than `min_units` units at the metric's level (patients or recordings) the offsets stay 0: argmax."""
     import itertools
     metric = metric or DECISION_METRICS[task]
     C = len(label_map)
+    level = 'patient' if metric.startswith('patient_') else 'recording' if metric.startswith('recording_') else None
+    units = len(pred_df) if level is None else len(pred_df.drop_duplicates(LEVELS[level]))
+    if units < min_units:
+        return [0.0] * C, primary_value(evaluate_predictions(pred_df, task, label_map), metric)
     if grid is None: grid = np.linspace(-2, 2, 17) if C == 2 else np.linspace(-2, 2, 9)
     best = None
     with warnings.catch_warnings():

@@ -414,7 +414,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
             log.info(f'time budget of {time_budget_s:.0f} s spent after epoch {epoch}; stopping'); stopped_early = True; break
     if writer: writer.close()
     summary = dict(output_dir=str(out), best_model=str(out/'best_model.pt'), criterion='knn_mean' if higher else 'val_loss',
-                   best=best, epochs=len(history), counts=counts, unsegmented_cycles=int(ds.n_unsegmented), skipped_batches=skipped,
+                   best=best, best_epoch=max((e['epoch'] for e in history if e.get('best')), default=None), epochs=len(history), counts=counts, unsegmented_cycles=int(ds.n_unsegmented), skipped_batches=skipped,
                    seconds=round(time.perf_counter() - t_start, 1), world_size=world, stopped_early=stopped_early,
                    last=history[-1] if history else None)
     if rank == 0: write_atomic(out/'pretrain_summary.json', json.dumps(summary, indent=1, default=str))

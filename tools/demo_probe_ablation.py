@@ -10,15 +10,14 @@ splits) and for its `last.pt` (the end of the schedule), the AUROC on the new su
 encoder (seed 0), with their paired-bootstrap difference. `--random-seeds N` also probes N random encoders (seeds 0..N-1)
 on circor_outcome, to show the spread of the random baseline. Pretraining runs go to OUT/ablation/<variant>.
 """
-import argparse, json, time
+import argparse, time
 from pathlib import Path
 import numpy as np, torch
-from pahcl.bench import (_external_tables, demo_probes, fit_probe, quality_metrics, _frame, _full_prob, unit_bootstrap)
+from pahcl.bench import _external_tables, demo_probes, probe_predictions, cached_embedder, unit_bootstrap
 from pahcl.config import load_config, list_tasks
 from pahcl.data import read_split, task_info_json
-from pahcl.metrics import evaluate_predictions
 from pahcl.models import apply_preset, build_encoder, load_encoder_only
-from pahcl.pretrain import pretrain, _embed
+from pahcl.pretrain import pretrain
 
 OLD = ['augmentation.bandpass_jitter_hz=10']     # the default until 2026-11-30: every variant but no_bandpass keeps it
 VARIANTS = {
@@ -42,10 +41,7 @@ def random_spread(checkpoint, out:Path, ext, task:str, seeds:int) -> list:
     res = []
     for s in range(seeds):
         torch.manual_seed(s); e = build_encoder(cfg).eval()
-        Z = {k: _embed(e, df, 4000, 256, 'cpu').numpy() for k, df in (('train', tr), ('val', va), ('ext', ext))}
-        clf, _, _ = fit_probe(Z['train'], tr.label_id.to_numpy(int), Z['val'], lambda p: quality_metrics(
-            evaluate_predictions(_frame(va, p, lmap), task, lmap), task)['auroc'], seed=0, num_classes=len(lmap))
-        res.append(unit_bootstrap(_frame(ext, _full_prob(clf, Z['ext'], len(lmap)), lmap), task, lmap, 100, 0)['auroc'])
+        res.append(unit_bootstrap(probe_predictions(cached_embedder(e), tr, va, ext, task, lmap, 0), task, lmap, 100, 0)['auroc'])
     return res
 
 def main():
@@ -67,10 +63,9 @@ def main():
                             'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}'] + VARIANTS[name]), 'tiny')
         ps = pretrain(pcfg, out/'processed', run, epochs=3, exclude_tasks_dir=out/'downstream', quiet=True)
         base_ckpt = base_ckpt or ps['best_model']
-        hist = json.loads((run/'history.json').read_text())
-        best = max(e['epoch'] for e in hist if e.get('best'))
-        for which, ckpt, epoch in (('best', ps['best_model'], best), ('last', run/'last.pt', hist[-1]['epoch'])):
-            pr = demo_probes(ckpt, out/'downstream', ext, tasks, 0, 300)
+        probes = demo_probes({'best': ps['best_model'], 'last': run/'last.pt'}, out/'downstream', ext, tasks, 0, 300)
+        for which, epoch in (('best', ps['best_epoch']), ('last', ps['last']['epoch'])):
+            pr = probes[which]
             cells = [f"{v['pretrained']['auroc']:.3f} / {v['random']['auroc']:.3f}, {v['difference']:+.3f} "
                      f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]" for v in (pr[t] for t in tasks)]
             label = name if len(a.pretrain_seeds) == 1 else f'{name}, seed {seed}'
