@@ -105,6 +105,14 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     few = json.loads((tmp_path/'q'/'runs'/'pascal_fewshot10'/'final_metrics.json').read_text())
     full = json.loads((tmp_path/'q'/'runs'/'pascal_finetune'/'final_metrics.json').read_text())
     assert few['train_subjects'] < full['train_subjects'] and few['init'] == full['init'] == 'pretrained'
+    # the frozen-encoder few-shot tool reads this run's folder
+    import subprocess, sys
+    from conftest import ROOT
+    tool = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_fewshot_probe.py'), '--out', str(tmp_path/'q'), '--seeds', '0', '1'],
+                          capture_output=True, text=True, timeout=600)
+    assert tool.returncode == 0, tool.stderr[-3000:]
+    rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
+    assert len(rows) == 2 and all(l.count('subjects)') == 2 for l in rows), tool.stdout
 
 SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
 
