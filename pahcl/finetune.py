@@ -261,19 +261,21 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         if (out/'best_model.pt').exists():
             ck = load_checkpoint(out/'best_model.pt')
             model.encoder.load_state_dict(ck['encoder']); model.classifier.load_state_dict(ck['heads']['classifier'])
-            best_epoch, kept, kept_metrics = ck['epoch'], out/'best_model.pt', ck.get('metrics') or {}
+            best_epoch, kept, kept_metrics = ck['epoch'], out/'best_model.pt', dict(ck.get('metrics') or {})
         else: best_epoch, kept, kept_metrics = None, out/'final_model.pt', _scalars(history[-1]) if history else {}
-        decision = dict(decision_metric=ev['decision_metric'], decision_offsets=None)
+        prior = kept_metrics.pop('decision_offsets', None)   # a finished run resumed: tune from the trained head, not on top
+        if prior: add_logit_offsets(model, [-x for x in prior])
+        decision, b = dict(decision_metric=ev['decision_metric'], decision_offsets=None), None
         if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
             _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
             b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'],
                                 min_units=int(ev['decision_min_units']))
             decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
-            if any(b):
-                add_logit_offsets(model, b)
-                save_checkpoint(kept, **ckmeta(best_epoch if best_epoch is not None else (history[-1]['epoch'] if history else 0),
-                                               dict(kept_metrics, decision_offsets=b)))
+            if any(b): add_logit_offsets(model, b)
             log.info(f"decision offsets {[round(x, 2) for x in b]} (tuned on val for {ev['decision_metric']}: {v:.4f}), in {kept.name}")
+        if (b and any(b)) or prior:
+            save_checkpoint(kept, **ckmeta(best_epoch if best_epoch is not None else (history[-1]['epoch'] if history else 0),
+                                           dict(kept_metrics, **({'decision_offsets': b} if b and any(b) else {}))))
         tm, pred = score_split(model, test_df, task, label_map, tl, ebs, dev, use_amp)
         write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
         if ev['save_confusion_matrix']:
