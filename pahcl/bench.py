@@ -21,9 +21,9 @@ from .metrics import evaluate_predictions, predictions_frame
 __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES', 'matmul_flops', 'encoder_flops',
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
-           'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality', 'primary_interval',
-           'unit_bootstrap', 'paired_auroc_difference', 'cached_embedder', 'probe_predictions', 'demo_probes',
-           'bench_demo', 'format_demo', 'plot_demo']
+           'quality_probe', 'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality',
+           'primary_interval', 'unit_bootstrap', 'paired_auroc_difference', 'cached_embedder', 'probe_predictions',
+           'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -420,6 +420,16 @@ def _external_tables(test_root, processed, tasks, k:int|None, problems:list) -> 
 
 def _frame(df, prob, label_map): return predictions_frame(df[['subject', 'recording', 'cycle', 'label', 'label_id']], prob, label_map)
 
+def quality_probe(X, y, X_val, val:pd.DataFrame, task:str, label_map:dict, seed:int=42) -> tuple:
+    """(probe, C, offsets): `fit_probe` with C picked on the validation rows `val` (features `X_val`) by the task's primary
+    metric, then the decision line drawn there (chapter 10's `tune_offsets`); `probe(X)` gives the shifted class probabilities."""
+    from pahcl.metrics import tune_offsets, shift_probs
+    K = len(label_map)
+    clf, C, _ = fit_probe(X, y, X_val, lambda p: quality_metrics(evaluate_predictions(_frame(val, p, label_map), task, label_map), task)['primary'],
+                          seed=seed, num_classes=K)
+    b = tune_offsets(_frame(val, _full_prob(clf, X_val, K), label_map), task, label_map)[0]
+    return (lambda Z: shift_probs(_full_prob(clf, Z, K), b)), C, b
+
 def format_quality(res:dict) -> str:
     "The benchmark's result as Markdown tables (one per task, and per external task)."
     lines = [f"seed {res['seed']}, preset {res['preset']}, budget {res['budget_minutes']} min, spent {res['minutes']} min, "
@@ -489,7 +499,6 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
     from pahcl.pretrain import pretrain, pretrain_splits, _embed
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
     from pahcl.models import apply_preset, load_encoder_only
-    from pahcl.metrics import tune_offsets, shift_probs
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     budget, out = _Budget(budget_minutes * 60), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -525,8 +534,6 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
     def score(task, df, prob, ci=False):
         pr = _frame(df, prob, lmap[task]); m = quality_metrics(evaluate_predictions(pr, task, lmap[task]), task)
         return dict(m, primary_ci=primary_interval(pr, task, lmap[task], seed=seed)) if ci else m
-    def offsets(task, df, prob):                      # where to draw the decision line: on val, as fine-tuning does (chapter 11)
-        return tune_offsets(_frame(df, prob, lmap[task]), task, lmap[task])[0]
     def record(task, method, m, minutes, ext_m=None):
         res[task][method] = dict(m, minutes=round(minutes, 2))
         if ext_m is not None: res_ext[task][method] = ext_m
@@ -550,15 +557,13 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             r = d.drop_duplicates('recording').copy(); r['key'] = [_rec_key(ds, p) for p in r.path]
             recs[s] = r[r.key.isin(feats)].reset_index(drop=True)
         X = {s: np.stack([feats[k] for k in r.key]) for s, r in recs.items()}
-        clf, C, _ = fit_probe(X['train'], recs['train'].label_id.to_numpy(int), X['val'],
-                              lambda p, x=x, r=recs['val']: score(x, r, p)['primary'], seed=seed, num_classes=ncls[x])
-        e, b = None, offsets(x, recs['val'], _full_prob(clf, X['val'], ncls[x]))
+        probe, C, b = quality_probe(X['train'], recs['train'].label_id.to_numpy(int), X['val'], recs['val'], x, lmap[x], seed)
+        e = None                                      # the decision line is drawn on val, as fine-tuning does (chapter 11)
         if x in ext:
             r = ext[x].drop_duplicates('recording').copy(); r['key'] = ['ext:' + _rec_key(ds, p) for p in r.path]
             r = r[r.key.isin(feats)].reset_index(drop=True)
-            if len(r): e = score(x, r, shift_probs(_full_prob(clf, np.stack([feats[k] for k in r.key]), ncls[x]), b), ci=True)
-        record(x, 'classical', dict(score(x, recs['test'], shift_probs(_full_prob(clf, X['test'], ncls[x]), b), ci=True), C=C, offsets=b),
-               (time.perf_counter() - t1) / 60, e)
+            if len(r): e = score(x, r, probe(np.stack([feats[k] for k in r.key])), ci=True)
+        record(x, 'classical', dict(score(x, recs['test'], probe(X['test']), ci=True), C=C, offsets=b), (time.perf_counter() - t1) / 60, e)
     done('classical')
 
     # 3. pretraining: PA-HCL and its two ablations, each sized to its share of what is left
@@ -605,12 +610,9 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             t1, ds = time.perf_counter(), task_info(x)['dataset']
             d = dict(sp[x], train=cap_cycles(sp[x]['train'], max_cycles))
             Z = {s: emb(ds, d[s]) for s in SPLITS}
-            clf, C, _ = fit_probe(Z['train'], d['train'].label_id.to_numpy(int), Z['val'],
-                                  lambda p, x=x, r=d['val']: score(x, r, p)['primary'], seed=seed, num_classes=ncls[x])
-            b = offsets(x, d['val'], _full_prob(clf, Z['val'], ncls[x]))
-            e = score(x, ext[x], shift_probs(_full_prob(clf, emb('ext:' + ds, ext[x]), ncls[x]), b), ci=True) if x in ext else None
-            record(x, method, dict(score(x, d['test'], shift_probs(_full_prob(clf, Z['test'], ncls[x]), b), ci=True), C=C, offsets=b),
-                   (time.perf_counter() - t1) / 60, e)
+            probe, C, b = quality_probe(Z['train'], d['train'].label_id.to_numpy(int), Z['val'], d['val'], x, lmap[x], seed)
+            e = score(x, ext[x], probe(emb('ext:' + ds, ext[x])), ci=True) if x in ext else None
+            record(x, method, dict(score(x, d['test'], probe(Z['test']), ci=True), C=C, offsets=b), (time.perf_counter() - t1) / 60, e)
     done('probes')
 
     # 5. supervised runs per task: from scratch, PA-HCL full fine-tuning, few-shot at 10 % of the subjects

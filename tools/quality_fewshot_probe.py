@@ -5,16 +5,16 @@ Usage (after `pahcl bench quality --out OUT`, which leaves the task views, the p
     python tools/quality_fewshot_probe.py --out OUT [--ratio 0.1] [--seeds 42 0 1]
 
 For each task and seed it draws `ratio` of the training subjects with chapter 6's `few_shot` (the draw `fewshot10` trains
-on when the seed is the bench's), fits the bench's probe (`fit_probe`: standardised, class-balanced logistic regression,
-C picked on val by the primary metric) on the frozen PA-HCL encoder's embeddings of their cycles (at most the bench's
-`max_cycles` per recording), draws the decision line on val (`tune_offsets`) and prints the test primary metric beside
-the bench's `linear`, `finetune` and `fewshot10`.
+on when the seed is the bench's), fits the bench's probe (`quality_probe`: standardised, class-balanced logistic regression,
+C picked on val by the primary metric, the decision line drawn on val) on the frozen PA-HCL encoder's embeddings of their
+cycles (at most the bench's `max_cycles` per recording) and prints the test primary metric beside the bench's `linear`,
+`finetune` and `fewshot10`.
 """
 import argparse, json
 from pathlib import Path
-from pahcl.bench import (cached_embedder, fit_probe, quality_metrics, cap_cycles, primary_interval, _frame, _full_prob)
+from pahcl.bench import cached_embedder, quality_probe, quality_metrics, cap_cycles, primary_interval, _frame
 from pahcl.data import read_split, task_info_json, few_shot
-from pahcl.metrics import evaluate_predictions, tune_offsets, shift_probs
+from pahcl.metrics import evaluate_predictions
 from pahcl.models import load_encoder_only
 
 def main():
@@ -30,16 +30,15 @@ def main():
           ' | '.join(f'frozen-encoder probe, {a.ratio:.0%} of subjects, seed {s}' for s in seeds) + ' |')
     print('|---|---|---|---|' + '---|' * len(seeds))
     for task, m in res['tasks'].items():
-        lmap = task_info_json(out/'tasks'/task)['label_map']; C = len(lmap)
+        lmap = task_info_json(out/'tasks'/task)['label_map']
         sp = {s: read_split(out/'tasks'/task, s)[0] for s in ('train', 'val', 'test')}
         score = lambda df, p: quality_metrics(evaluate_predictions(_frame(df, p, lmap), task, lmap), task)
         Zv, Zt = embed(sp['val']), embed(sp['test'])
         cells = []
         for s in seeds:
             few = cap_cycles(few_shot(sp['train'], a.ratio, seed=s), res['max_cycles'])
-            clf, C_, _ = fit_probe(embed(few), few.label_id.to_numpy(int), Zv, lambda p: score(sp['val'], p)['primary'], seed=s, num_classes=C)
-            b, _ = tune_offsets(_frame(sp['val'], _full_prob(clf, Zv, C), lmap), task, lmap)
-            pt = shift_probs(_full_prob(clf, Zt, C), b)
+            probe, _, _ = quality_probe(embed(few), few.label_id.to_numpy(int), Zv, sp['val'], task, lmap, seed=s)
+            pt = probe(Zt)
             lo, hi = primary_interval(_frame(sp['test'], pt, lmap), task, lmap, seed=res['seed'])
             cells.append(f"{score(sp['test'], pt)['primary']:.3f} [{lo:.2f}, {hi:.2f}] ({few.subject.nunique()} subjects)")
         f = lambda k: f"{m[k]['primary']:.3f}" if k in m else '–'
