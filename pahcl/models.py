@@ -156,7 +156,7 @@ class Encoder(nn.Module):
         if x.dim() != 3 or x.shape[1] != 1:
             raise ValueError(f"Encoder: expected cycles shaped (batch, samples) or (batch, 1, samples), got {tuple(x.shape)}")
         if not x.is_floating_point(): x = x.float()
-        h = self.proj(self.frontend(x).transpose(1, 2))                  # (batch, N, D)
+        h = self.proj(self.frontend(x).transpose(1, 2).contiguous())     # (batch, N, D), tokens' channels contiguous
         if self.encoder_type == 'cnn_transformer': h = h + self._positions(h)
         for layer in self.layers: h = layer(h)
         frames = self.norm(h)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'load_scan_kernel', 'resolve_scan_impl', 'selective_scan',
+__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'load_scan_kernel', 'resolve_scan_impl', 'selective_scan', 'RMSNorm',
            'MambaBlock', 'bench_scan']
 
 # %% ../nbs/07_ssm.ipynb #5741e9d6
@@ -119,6 +119,9 @@ _KERNEL_SRC = r'''
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -155,6 +158,25 @@ static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction b
   return p * (f8)((k + 127) << 23);          // times 2^k
 }
 static inline d4 vexp(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp(x[i]); return r; }
+static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <= 0): y = k + f, k = round(y), |f| <= 1/2,
+  y = y > 127.0f ? bc<f8>(127.0f) : y;         //   2^f by a degree-6 polynomial fitted on [-1/2, 1/2] (0.8 ulp), times 2^k
+#ifdef __AVX512F__
+  const f8 k = (f8)_mm512_roundscale_ps((__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  y = y < -126.0f ? bc<f8>(-126.0f) : y;       // 2^-126, the smallest normal float: a state that has decayed to nothing
+  const f8 k = (y + 12582912.0f) - 12582912.0f;             // round to nearest: adding 1.5 · 2^23 pushes the fraction out
+#endif
+  const f8 f = y - k;
+  f8 p = bc<f8>(1.5345811e-4f);
+  p = p * f + 1.3399931e-3f; p = p * f + 9.6184891e-3f; p = p * f + 5.5503286e-2f;
+  p = p * f + 2.4022646e-1f; p = p * f + 6.9314718e-1f; p = p * f + 1.0f;
+#ifdef __AVX512F__
+  return (f8)_mm512_scalef_ps((__m512)p, (__m512)k);        // p · 2^k in one instruction, underflow to 0 included
+#else
+  return p * (f8)((__builtin_convertvector(k, i8) + 127) << 23);
+#endif
+}
+static inline d4 vexp2(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp2(x[i]); return r; }
 template <typename V> static inline V sigm(V x) { return 1 / (1 + vexp(-x)); }
 static inline f8 vlog(f8 x) {                  // Cephes logf for normal x > 0: x = m 2^e, polynomial in m - 1, ~1 ulp
   const i8 xi = (i8)x;
@@ -180,6 +202,11 @@ static inline d4 vsoftplus(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std:
 template <typename T, typename V> static inline T hsum(V v) {
   T s = 0; for (int i = 0; i < (int)(sizeof(V) / sizeof(T)); ++i) s += v[i]; return s; }
 
+// Fetch the cache line at p + off ahead of its use (for writing: `w` = 1); the next channel vector's lines of a token,
+// D floats away from this token's, are a pattern the hardware prefetchers do not pick up in time.
+template <typename T> static inline void pf(const T* p, int64_t off, int w = 0) {
+  if (p) { if (w) __builtin_prefetch(p + off, 1); else __builtin_prefetch(p + off); } }
+
 static inline int64_t slice_width(int64_t D, int64_t S, int W) { return ((D + S - 1) / S + W - 1) / W * W; }
 
 // Δ before softplus at one token and W channels: bias + delta[o], or, given the low-rank step Lm (strides as B's)
@@ -197,31 +224,53 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
                      int64_t sBt, int64_t sBb,
                      const T* Dp, const T* z, const T* dbias, int softplus, T* y, T* hc, T alpha, int reverse,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
+  // Chunk-major, like the backward pass: for each chunk of `chunk` tokens, every channel vector of the slice in turn.
+  // A token's channels are contiguous, so the chunk's rows stream through the cache; walking one channel vector along
+  // the whole sequence instead would read one cache line per token, D floats apart, which no prefetcher follows.
+  // Per channel vector, three passes: Δ of the chunk's tokens, the recurrence, the output. Only the recurrence carries
+  // anything from one token to the next (h); the long dependency chains of Δ (the W_Δ sum, the softplus) and of the
+  // gate belong to passes whose tokens are independent, so the CPU overlaps them instead of waiting on each in turn.
   typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
-  const int64_t K = (L + chunk - 1) / chunk, ds = slice_width(D, S, W);
-  std::vector<V> hv(N), Avv(N), Wvv(Wt ? R : 0); V* h = hv.data(); V* Av = Avv.data(); V* Wv = Wvv.data();
+  const int64_t K = (L + chunk - 1) / chunk, ds = slice_width(D, S, W), nvm = ds / W;
+  const T log2e = (T)1.4426950408889634;     // exp(Δ A) = 2^(Δ · A log2 e): A is scaled once per channel vector
+  std::vector<V> hv(nvm * N), Avv(N), Wvv(Wt ? R : 0), dtv(chunk), xv(chunk), yv(chunk);
+  V* Av = Avv.data(); V* Wv = Wvv.data(); V* dts = dtv.data(); V* xs = xv.data(); V* ys = yv.data();
   for (int64_t item = i0; item < i1; ++item) {
-    const int64_t b = item / S, s = item % S;
-    for (int64_t c0 = s * ds; c0 < std::min(D, (s + 1) * ds); c0 += W) {
-      const int cnt = (int)std::min<int64_t>(W, D - c0);
-      for (int64_t n = 0; n < N; ++n) { Av[n] = ld<V>(At + n * D + c0, cnt); h[n] = V{}; }
-      for (int64_t r = 0; r < (Wt ? R : 0); ++r) Wv[r] = ld<V>(Wt + r * D + c0, cnt);
-      const V Dv = Dp ? ld<V>(Dp + c0, cnt) : V{}, bv = dbias ? ld<V>(dbias + c0, cnt) : V{};
-      for (int64_t i = 0; i < L; ++i) {
-        const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
-        if (i % chunk == 0) { T* hk = hc + (b * K + i / chunk) * N * D + c0; for (int64_t n = 0; n < N; ++n) st(hk + n * D, h[n], cnt); }
-        const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
-        const V uu = ld<V>(u + o, cnt), x = dt * uu;
-        const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
-        V acc{};
-        for (int64_t n = 0; n < N; ++n) {
-          const V a = vexp(dt * Av[n]);                      // exp(Δ_t A)
-          h[n] = a * h[n] + x * Bt[n];                       // h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t
-          acc += h[n] * Ct[n];                               // y_t = C_t · h_t
+    const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds);
+    std::fill(hv.begin(), hv.end(), V{});
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t j0 = k * chunk, j1 = std::min(L, j0 + chunk);
+      for (int64_t c0 = cs, v = 0; c0 < ce; c0 += W, ++v) {
+        const int cnt = (int)std::min<int64_t>(W, D - c0);
+        V* h = hv.data() + v * N;
+        for (int64_t n = 0; n < N; ++n) Av[n] = ld<V>(At + n * D + c0, cnt) * log2e;
+        for (int64_t r = 0; r < (Wt ? R : 0); ++r) Wv[r] = ld<V>(Wt + r * D + c0, cnt);
+        const V Dv = Dp ? ld<V>(Dp + c0, cnt) : V{}, bv = dbias ? ld<V>(dbias + c0, cnt) : V{};
+        T* hk = hc + (b * K + k) * N * D + c0; for (int64_t n = 0; n < N; ++n) st(hk + n * D, h[n], cnt);
+        for (int64_t i = j0; i < j1; ++i) {                  // 1. Δ_t and Δ_t u_t
+          const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
+          const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
+          dts[i - j0] = dt; xs[i - j0] = dt * ld<V>(u + o, cnt);
+          pf(u, o + W); pf(z, o + W); pf(y, o + W, 1);        // the next channel vector's lines of this token
         }
-        V out = acc + Dv * uu;                               // + D u_t
-        if (z) { const V zz = ld<V>(z + o, cnt); out = out * zz * sigm(zz); }   // · silu(z_t)
-        st(y + o, out * alpha, cnt);
+        for (int64_t i = j0; i < j1; ++i) {                  // 2. the recurrence
+          const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
+          const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
+          const V dt = dts[j], x = xs[j];
+          V acc[4] = {};                                     // four partial sums: four short chains, not one long one
+          for (int64_t n = 0; n < N; ++n) {
+            const V a = vexp2(dt * Av[n]);                   // exp(Δ_t A)
+            h[n] = a * h[n] + x * Bt[n];                     // h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t
+            acc[n & 3] += h[n] * Ct[n];                      // y_t = C_t · h_t
+          }
+          ys[j] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        }
+        for (int64_t i = j0; i < j1; ++i) {                  // 3. + D u_t, · silu(z_t)
+          const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
+          V out = ys[i - j0] + Dv * ld<V>(u + o, cnt);
+          if (z) { const V zz = ld<V>(z + o, cnt); out = out * zz * sigm(zz); }
+          st(y + o, out * alpha, cnt);
+        }
       }
     }
   }
@@ -235,13 +284,17 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
   // Chunk-major: for each chunk of time (last first), every channel vector of the slice recomputes the chunk's states
   // and walks them backwards; the sums over channels (dB, dC, dxΔ) of the chunk stay in small L1-sized accumulators.
+  // As in the forward pass, what does not carry from token to token (Δ, the gate, Δ's gradient) has passes of its own.
   typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
   const int64_t K = (L + chunk - 1) / chunk, ds = slice_width(D, S, W);
   const int64_t RL = Wt ? R : 0;       // with W_Δ: gradients of the low-rank step (summed over channels) and of W_Δ
   const int64_t nvm = ds / W;
-  std::vector<V> hsv((chunk + 1) * N), asv(chunk * N), drv(chunk), dtv(chunk), Avv(N), accBv(chunk * N), accCv(chunk * N), Wvv(RL),
+  const T log2e = (T)1.4426950408889634;
+  std::vector<V> hsv((chunk + 1) * N), asv(chunk * N), drv(chunk), dtv(chunk), xv(chunk), ydv(chunk), ddtv(chunk), gBv(chunk),
+                 Avv(N), A2vv(N), accBv(chunk * N), accCv(chunk * N), Wvv(RL),
                  accLv(chunk * RL), dhv(nvm * N), dAv(nvm * N), dWv(nvm * RL), dDv(nvm), dbv(nvm);
-  V* hs = hsv.data(); V* as = asv.data(); V* drs = drv.data(); V* dts = dtv.data(); V* Av = Avv.data(); V* accB = accBv.data(); V* accC = accCv.data();
+  V* hs = hsv.data(); V* as = asv.data(); V* drs = drv.data(); V* dts = dtv.data(); V* xs = xv.data(); V* yds = ydv.data();
+  V* ddts = ddtv.data(); V* gBs = gBv.data(); V* Av = Avv.data(); V* A2v = A2vv.data(); V* accB = accBv.data(); V* accC = accCv.data();
   V* Wv = Wvv.data(); V* accL = accLv.data();
   for (int64_t item = i0; item < i1; ++item) {
     const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds);
@@ -255,56 +308,68 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
       for (int64_t c0 = cs, v = 0; c0 < ce; c0 += W, ++v) {
         const int cnt = (int)std::min<int64_t>(W, D - c0);
         V* dh = dhv.data() + v * N; V* dA = dAv.data() + v * N; V* dW = dWv.data() + v * RL;
-        for (int64_t n = 0; n < N; ++n) Av[n] = ld<V>(At + n * D + c0, cnt);
+        for (int64_t n = 0; n < N; ++n) { Av[n] = ld<V>(At + n * D + c0, cnt); A2v[n] = Av[n] * log2e; }
         for (int64_t r = 0; r < RL; ++r) Wv[r] = ld<V>(Wt + r * D + c0, cnt);
         const V Dv = Dp ? ld<V>(Dp + c0, cnt) : V{}, bv = dbias ? ld<V>(dbias + c0, cnt) : V{};
         V dD = dDv[v], db = dbv[v];
         const T* hk = hc + (b * K + k) * N * D + c0;
         for (int64_t n = 0; n < N; ++n) hs[n] = ld<V>(hk + n * D, cnt);
-        for (int64_t i = j0; i < j1; ++i) {                  // recompute the chunk's states: hs[j+1] = h_t
+        for (int64_t i = j0; i < j1; ++i) {                  // Δ of the chunk's tokens, kept for the walk back
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
           const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
-          drs[j] = dr; dts[j] = dt;                          // kept for the walk back
-          const V x = dt * ld<V>(u + o, cnt);
-          const T* Bt = Bm + b * sBb + t * sBt;
+          drs[j] = dr; dts[j] = dt; xs[j] = dt * ld<V>(u + o, cnt);
+          pf(u, o + W); pf(z, o + W); pf(dy, o + W); pf(dz, o + W, 1); pf(du, o + W, 1);
+        }
+        for (int64_t i = j0; i < j1; ++i) {                  // recompute the chunk's states: hs[j+1] = h_t
+          const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
+          const T* Bt = Bm + b * sBb + t * sBt; const V dt = dts[j], x = xs[j];
           for (int64_t n = 0; n < N; ++n) {
-            const V a = vexp(dt * Av[n]);
+            const V a = vexp2(dt * A2v[n]);
             as[j * N + n] = a; hs[(j + 1) * N + n] = a * hs[j * N + n] + x * Bt[n];
           }
         }
-        for (int64_t i = j1 - 1; i >= j0; --i) {             // and walk it backwards
+        for (int64_t i = j0; i < j1; ++i) {                  // the gate: dz, and ẏ = dL/d(scan + D u)
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
-          const V dr = drs[j], dt = dts[j];
-          const V uu = ld<V>(u + o, cnt), x = dt * uu, dyv = ld<V>(dy + o, cnt) * alpha;
-          const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
-          const V* ht = hs + (j + 1) * N; const V* hp = hs + j * N; const V* at = as + j * N;
-          V yd = dyv;                                        // dL/d(scan + D u)
+          const V uu = ld<V>(u + o, cnt), dyv = ld<V>(dy + o, cnt) * alpha;
+          const T* Ct = Cm + b * sBb + t * sBt; const V* ht = hs + (j + 1) * N;
+          V yd = dyv;
           if (z) {
             const V zz = ld<V>(z + o, cnt), sg = sigm(zz);
-            V sc{}; for (int64_t n = 0; n < N; ++n) sc += ht[n] * Ct[n];
-            st(dz + o, dyv * (sc + Dv * uu) * sg * (1 + zz * (1 - sg)), cnt);   // silu'(z) = σ(z)(1 + z(1 - σ(z)))
+            V sc[4] = {}; for (int64_t n = 0; n < N; ++n) sc[n & 3] += ht[n] * Ct[n];
+            st(dz + o, dyv * ((sc[0] + sc[1]) + (sc[2] + sc[3]) + Dv * uu) * sg * (1 + zz * (1 - sg)), cnt);   // silu'(z) = σ(z)(1 + z(1 - σ(z)))
             yd = dyv * zz * sg;
           }
-          dD += yd * uu;
+          yds[j] = yd; dD += yd * uu;
+        }
+        for (int64_t i = j1 - 1; i >= j0; --i) {             // and walk the states backwards
+          const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
+          const V dt = dts[j], x = xs[j], yd = yds[j];
+          const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
+          const V* ht = hs + (j + 1) * N; const V* hp = hs + j * N; const V* at = as + j * N;
           V* aB = accB + j * N; V* aC = accC + j * N;
-          V gB{}, ddt{};
+          V gB[2] = {}, ddt[2] = {};
           for (int64_t n = 0; n < N; ++n) {
             const V g = dh[n] + yd * Ct[n];                  // g_t = C_t ẏ_t + a_{t+1} g_{t+1}
             const V gah = g * at[n] * hp[n];                 // g_t a_t h_{t-1}
             aC[n] += yd * ht[n];
-            ddt += gah * Av[n];
+            ddt[n & 1] += gah * Av[n];
             dA[n] += gah * dt;
             aB[n] += g * x;
-            gB += g * Bt[n];
+            gB[n & 1] += g * Bt[n];
             dh[n] = g * at[n];
           }
-          const V gdr = softplus ? (ddt + gB * uu) * sigm(dr) : ddt + gB * uu;   // softplus' = σ
+          ddts[j] = ddt[0] + ddt[1]; gBs[j] = gB[0] + gB[1];
+        }
+        for (int64_t i = j0; i < j1; ++i) {                  // Δ's gradient, through the softplus and W_Δ; du
+          const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
+          const V uu = ld<V>(u + o, cnt), gB = gBs[j], dr = drs[j];
+          const V gdr = softplus ? (ddts[j] + gB * uu) * sigm(dr) : ddts[j] + gB * uu;   // softplus' = σ
           db += gdr;
           if (Wt) {                                          // Δ = W_Δ xΔ_t: dW_Δ += gdr xΔ_t, dxΔ_t += W_Δᵀ gdr
             const T* lt = Lm + b * sBb + t * sBt; V* aL = accL + j * RL;
             for (int64_t r = 0; r < RL; ++r) { dW[r] += gdr * lt[r]; aL[r] += gdr * Wv[r]; }
           } else st(ddl + o, gdr, cnt);
-          st(du + o, gB * dt + yd * Dv, cnt);
+          st(du + o, gB * dts[j] + yds[j] * Dv, cnt);
         }
         dDv[v] = dD; dbv[v] = db;
       }
@@ -639,6 +704,31 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if z is not None: y = y * F.silu(z)
     return y
 
+# %% ../nbs/07_ssm.ipynb #ab71acae
+class _RMSNormFn(torch.autograd.Function):
+    "y = x̂ · w with x̂ = x / sqrt(mean(x²) + eps) over the last dimension; the backward pass in closed form."
+    @staticmethod
+    def forward(ctx, x, weight, eps:float):
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        xhat = x * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        return xhat * weight
+
+    @staticmethod
+    def backward(ctx, gy):
+        xhat, rstd, weight = ctx.saved_tensors
+        g = gy * weight
+        gw = (gy * xhat).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
+        s = torch.linalg.vecdot(g, xhat).unsqueeze(-1).div_(xhat.shape[-1])          # mean(g x̂)
+        return torch.addcmul(g, xhat, s, value=-1).mul_(rstd), gw, None
+
+class RMSNorm(nn.RMSNorm):
+    "`nn.RMSNorm` with a fused backward pass (same parameter and state-dict keys); falls back to it under autocast."
+    def forward(self, x):
+        if self.weight is None or x.dim() < 2 or torch.is_autocast_enabled(x.device.type) or x.dtype != self.weight.dtype:
+            return super().forward(x)
+        return _RMSNormFn.apply(x, self.weight, torch.finfo(x.dtype).eps if self.eps is None else self.eps)
+
 # %% ../nbs/07_ssm.ipynb #122c4bb9
 class _ScanDirection(nn.Module):
     "Causal depthwise conv, SiLU, input-dependent Δ, B, C and the scan over one reading direction."
@@ -688,7 +778,7 @@ class MambaBlock(nn.Module):
         if scan_impl not in SCAN_IMPLS: raise ValueError(f"unknown scan_impl {scan_impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
         self.d_model, self.d_inner, self.scan_impl, self.bidirectional = d_model, expand * d_model, scan_impl, bidirectional
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == 'auto' else int(dt_rank)
-        self.norm = nn.RMSNorm(d_model, eps=1e-5)
+        self.norm = RMSNorm(d_model, eps=1e-5)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.fwd = _ScanDirection(self.d_inner, d_state, d_conv, self.dt_rank)
         self.bwd = _ScanDirection(self.d_inner, d_state, d_conv, self.dt_rank) if bidirectional else None
