@@ -119,7 +119,7 @@ _KERNEL_SRC = r'''
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -177,7 +177,20 @@ static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <
 #endif
 }
 static inline d4 vexp2(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp2(x[i]); return r; }
-template <typename V> static inline V sigm(V x) { return 1 / (1 + vexp(-x)); }
+static inline f8 vrecip(f8 x) {               // 1/x: the CPU's reciprocal estimate and one Newton step (~1 ulp), not a division
+#ifdef __AVX512F__
+  const f8 r = (f8)_mm512_rcp14_ps((__m512)x);           // 14 bits
+#elif defined(__AVX__)
+  const f8 r = (f8)_mm256_rcp_ps((__m256)x);             // 12 bits
+#else
+  return 1 / x;
+#endif
+#if defined(__AVX512F__) || defined(__AVX__)
+  return r * (2 - x * r);
+#endif
+}
+static inline d4 vrecip(d4 x) { return 1 / x; }
+template <typename V> static inline V sigm(V x) { return vrecip(1 + vexp(-x)); }
 static inline f8 vlog(f8 x) {                  // Cephes logf for normal x > 0: x = m 2^e, polynomial in m - 1, ~1 ulp
   const i8 xi = (i8)x;
   i8 e = ((xi >> 23) & 0xff) - 126;
@@ -195,7 +208,7 @@ static inline f8 vlog(f8 x) {                  // Cephes logf for normal x > 0: 
 }
 static inline f8 vsoftplus(f8 x) {             // max(x, 0) + log1p(exp(-|x|)), log1p(w) = log(1 + w) · w / ((1 + w) - 1)
   const f8 w = vexp(x < 0 ? x : -x), u = 1.0f + w, d = u - 1.0f;
-  const f8 l = d == 0 ? w : vlog(u) * (w / d);
+  const f8 l = d == 0 ? w : vlog(u) * (w * vrecip(d));
   return (x > 0 ? x : f8{}) + l;
 }
 static inline d4 vsoftplus(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::max(x[i], 0.0) + std::log1p(std::exp(-std::fabs(x[i]))); return r; }
@@ -257,13 +270,16 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
           const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
           const V dt = dts[j], x = xs[j];
-          V acc[4] = {};                                     // four partial sums: four short chains, not one long one
-          for (int64_t n = 0; n < N; ++n) {
+          auto state = [&](int64_t n, V& acc) {
             const V a = vexp2(dt * Av[n]);                   // exp(Δ_t A)
             h[n] = a * h[n] + x * Bt[n];                     // h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t
-            acc[n & 3] += h[n] * Ct[n];                      // y_t = C_t · h_t
-          }
-          ys[j] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            acc += h[n] * Ct[n];                             // y_t = C_t · h_t
+          };
+          V a0{}, a1{}, a2{}, a3{};                          // four partial sums in registers: four short chains, not one long one
+          int64_t n = 0;
+          for (; n + 4 <= N; n += 4) { state(n, a0); state(n + 1, a1); state(n + 2, a2); state(n + 3, a3); }
+          for (; n < N; ++n) state(n, a0);
+          ys[j] = (a0 + a1) + (a2 + a3);
         }
         for (int64_t i = j0; i < j1; ++i) {                  // 3. + D u_t, · silu(z_t)
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
@@ -335,8 +351,10 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           V yd = dyv;
           if (z) {
             const V zz = ld<V>(z + o, cnt), sg = sigm(zz);
-            V sc[4] = {}; for (int64_t n = 0; n < N; ++n) sc[n & 3] += ht[n] * Ct[n];
-            st(dz + o, dyv * ((sc[0] + sc[1]) + (sc[2] + sc[3]) + Dv * uu) * sg * (1 + zz * (1 - sg)), cnt);   // silu'(z) = σ(z)(1 + z(1 - σ(z)))
+            V s0{}, s1{}; int64_t n = 0;
+            for (; n + 2 <= N; n += 2) { s0 += ht[n] * Ct[n]; s1 += ht[n + 1] * Ct[n + 1]; }
+            if (n < N) s0 += ht[n] * Ct[n];
+            st(dz + o, dyv * (s0 + s1 + Dv * uu) * sg * (1 + zz * (1 - sg)), cnt);   // silu'(z) = σ(z)(1 + z(1 - σ(z)))
             yd = dyv * zz * sg;
           }
           yds[j] = yd; dD += yd * uu;
@@ -347,18 +365,20 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const T* Bt = Bm + b * sBb + t * sBt; const T* Ct = Cm + b * sBb + t * sBt;
           const V* ht = hs + (j + 1) * N; const V* hp = hs + j * N; const V* at = as + j * N;
           V* aB = accB + j * N; V* aC = accC + j * N;
-          V gB[2] = {}, ddt[2] = {};
-          for (int64_t n = 0; n < N; ++n) {
+          auto state = [&](int64_t n, V& ddt, V& gB) {
             const V g = dh[n] + yd * Ct[n];                  // g_t = C_t ẏ_t + a_{t+1} g_{t+1}
-            const V gah = g * at[n] * hp[n];                 // g_t a_t h_{t-1}
+            const V ga = g * at[n], gah = ga * hp[n];        // g_t a_t h_{t-1}
             aC[n] += yd * ht[n];
-            ddt[n & 1] += gah * Av[n];
+            ddt += gah * Av[n];
             dA[n] += gah * dt;
             aB[n] += g * x;
-            gB[n & 1] += g * Bt[n];
-            dh[n] = g * at[n];
-          }
-          ddts[j] = ddt[0] + ddt[1]; gBs[j] = gB[0] + gB[1];
+            gB += g * Bt[n];
+            dh[n] = ga;
+          };
+          V d0{}, d1{}, g0{}, g1{}; int64_t n = 0;           // partial sums in registers, two chains each
+          for (; n + 2 <= N; n += 2) { state(n, d0, g0); state(n + 1, d1, g1); }
+          if (n < N) state(n, d0, g0);
+          ddts[j] = d0 + d1; gBs[j] = g0 + g1;
         }
         for (int64_t i = j0; i < j1; ++i) {                  // Δ's gradient, through the softplus and W_Δ; du
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
