@@ -589,9 +589,9 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
         ps = pretrain(cfg, processed, out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=downstream, max_steps_per_epoch=steps,
                       time_budget_s=share, device='cpu', quiet=True, mid_epoch_stop=True)
         ckpt[v] = ps['best_model']
-        pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, best_knn_mean=ps['best'],
-                        minutes=round((time.perf_counter() - t1) / 60, 2), share_minutes=round(share / 60, 2))
-        say(f"      {v}: {ps['epochs']} epochs of {steps} steps, best kNN {ps['best']:.3f}, {pinfo[v]['minutes']} min")
+        pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, criterion=ps['criterion'], best=ps['best'],
+                        best_epoch=ps['best_epoch'], minutes=round((time.perf_counter() - t1) / 60, 2), share_minutes=round(share / 60, 2))
+        say(f"      {v}: {ps['epochs']} epochs of {steps} steps, best {ps['criterion']} {ps['best']:.3f} (epoch {ps['best_epoch']}), {pinfo[v]['minutes']} min")
     done('pretrain')
 
     # 4. linear evaluation of the three pretrained encoders: logistic regression on frozen embeddings

@@ -16,8 +16,8 @@ from .tasks import read_task_csv, SPLITS, PrepareError
 # %% auto #0
 __all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed', 'task_info_json',
            'read_split', 'cycle_bounds', 'CycleDataset', 'check_cycles', 'gain', 'colored_noise', 'add_noise',
-           'time_shift', 'time_stretch', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle', 'Augmenter',
-           'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'few_shot', 'subject_split',
+           'time_shift', 'time_stretch', 'bandpass_gain', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle',
+           'Augmenter', 'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'few_shot', 'subject_split',
            'task_subjects']
 
 # %% ../nbs/06_data.ipynb #0947a5ad
@@ -286,16 +286,23 @@ def time_stretch(x:torch.Tensor, bounds:torch.Tensor, g:torch.Generator, factor=
     return y, torch.cummax(nb, 1).values.to(bounds.device)
 
 # %% ../nbs/06_data.ipynb #3db32fa6
+def bandpass_gain(f, low, high, order:int=2):
+    "Magnitude response of a zero-phase Butterworth band-pass (`order` per edge) at frequencies `f` (Hz)."
+    f = torch.as_tensor(f, dtype=torch.float64).clamp_min(1e-3)
+    return 1/torch.sqrt((1 + (torch.as_tensor(low, dtype=torch.float64)/f)**(2*order))*(1 + (f/torch.as_tensor(high, dtype=torch.float64))**(2*order)))
+
 def bandpass_jitter(x:torch.Tensor, g:torch.Generator, sample_rate:int=5000, low:float=25.0, high:float=400.0,
                     jitter_hz:float=10.0, order:int=2) -> torch.Tensor:
-    "Each cycle through a zero-phase band-pass whose edges are `low`, `high` ± up to `jitter_hz` (FFT domain)."
+    """Move the edges of the band the cycles were already filtered to (`low`, `high`: preprocessing's band-pass) by up
+    to ± `jitter_hz` each: each cycle times the ratio of the moved band's response to the original's (FFT domain,
+    zero-phase). No jitter, no change."""
     _check(x)
     B, _, T = x.shape
-    lo = (low + _uniform(g, B, -jitter_hz, jitter_hz)).clamp_min(1.0)
-    hi = torch.minimum(torch.maximum(high + _uniform(g, B, -jitter_hz, jitter_hz), lo + 1.0), torch.tensor(sample_rate/2))
-    f = torch.fft.rfftfreq(T, d=1.0/sample_rate).clamp_min(1e-3)[None]
-    h = 1/torch.sqrt((1 + (lo[:, None]/f)**(2*order))*(1 + (f/hi[:, None])**(2*order)))
-    return torch.fft.irfft(torch.fft.rfft(x)*h[:, None].to(x.device), n=T).to(x.dtype)
+    lo = (low + _uniform(g, B, -jitter_hz, jitter_hz).double()).clamp_min(1.0)
+    hi = torch.minimum(torch.maximum(high + _uniform(g, B, -jitter_hz, jitter_hz).double(), lo + 1.0), torch.tensor(sample_rate/2))
+    f = torch.fft.rfftfreq(T, d=1.0/sample_rate)[None]
+    h = bandpass_gain(f, lo[:, None], hi[:, None], order)/bandpass_gain(f, low, high, order)
+    return torch.fft.irfft(torch.fft.rfft(x)*h[:, None].to(x.device, x.dtype), n=T).to(x.dtype)
 
 def mask_length(bounds:torch.Tensor, fraction:float=0.05) -> torch.Tensor:
     "Longest mask (samples) of each cycle: `fraction` of its length and less than half its shortest sub-structure."

@@ -22,8 +22,8 @@ from .models import (build_encoder, ProjectionHead, pool_substructures, save_che
 __all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'init_distributed', 'PretrainError', 'is_distributed',
            'local_only', 'gather', 'reduce_mean', 'rank_offset', 'setup_logger', 'nt_xent', 'substructure_nt_xent',
            'PAHCL', 'build_pahcl', 'MomentumQueue', 'moco_loss', 'cross_nt_xent', 'pahcl_loss', 'alignment',
-           'uniformity', 'knn_predict', 'linear_probe', 'probe_comparison', 'pretrain_splits', 'knn_sets', 'knn_scores',
-           'pretrain', 'validate']
+           'uniformity', 'knn_predict', 'linear_probe', 'probe_comparison', 'pretrain_splits', 'knn_sets', 'vote_auroc',
+           'knn_scores', 'pretrain', 'validate']
 
 # %% ../nbs/09_pretrain.ipynb #f2bdcd04
 def seed_everything(seed:int):
@@ -247,16 +247,21 @@ def pretrain_splits(processed_dir, val_ratio:float=0.1, seed:int=42, exclude_tas
                 val_subjects=int(val.groupby(['dataset', 'subject']).ngroups) if len(val) else 0)
     return train, val, info
 
-def knn_sets(tasks_dir, max_train:int=2000, max_val:int=1000, seed:int=42) -> dict:
-    "{task: (train_df, val_df, num_classes)} from a downstream folder, each sampled down (seeded) for a quick kNN check."
-    out = {}
+def knn_sets(tasks_dir, max_train:int=2000, max_val:int=1000, seed:int=42, min_subjects:int=0, log=None) -> dict:
+    """{task: (train_df, val_df, num_classes)} from a downstream folder, each sampled down (seeded) for a quick kNN check.
+    A task whose validation split has fewer than `min_subjects` subjects is left out (and said so to `log`)."""
+    out, log = {}, log or logging.getLogger('pahcl.pretrain')
     for d in sorted(p.parent for p in Path(tasks_dir).glob('*/task_config.json')):
         try:
             info = task_info_json(d)
             tr, _ = read_split(d, 'train'); va, _ = read_split(d, 'val')
         except Exception as e:
-            logging.getLogger('pahcl').warning(f'kNN check skips {d}: {e}'); continue
+            log.warning(f'kNN check skips {d}: {e}'); continue
         if len(tr) == 0 or len(va) == 0: continue
+        if va['subject'].nunique() < min_subjects:
+            log.info(f"kNN check skips {d.name}: its validation split has {va['subject'].nunique()} subjects, "
+                                            f"fewer than evaluation.knn_min_subjects = {min_subjects}, too few to choose a checkpoint by")
+            continue
         tr = tr.sample(min(max_train, len(tr)), random_state=seed) if max_train else tr
         va = va.sample(min(max_val, len(va)), random_state=seed) if max_val else va
         out[d.name] = (tr.reset_index(drop=True), va.reset_index(drop=True), int(info['num_classes']))
@@ -271,14 +276,23 @@ def _embed(encoder, df, target_length, batch_size, device) -> torch.Tensor:
         for b in dl: out.append(F.normalize(encoder(b['x'].to(device))[1].float(), dim=1).cpu())
     return torch.cat(out) if out else torch.zeros(0, encoder.out_dim)
 
+def vote_auroc(y, votes) -> float:
+    """AUROC of kNN vote shares `votes` (n, C) against labels `y`: one class against the rest, averaged over the
+    classes that occur with both answers (the positive class's share when C = 2); NaN with fewer than two classes."""
+    from sklearn.metrics import roc_auc_score
+    y, v = np.asarray(y), np.asarray(votes, dtype=float)
+    share = v / np.clip(v.sum(1, keepdims=True), 1e-300, None)
+    if len(np.unique(y)) < 2: return float('nan')
+    if v.shape[1] == 2: return float(roc_auc_score(y == 1, share[:, 1]))
+    return float(np.mean([roc_auc_score(y == c, share[:, c]) for c in range(v.shape[1]) if 0 < (y == c).sum() < len(y)]))
+
 def knn_scores(encoder, sets:dict, target_length:int, batch_size:int, device, k:int=20) -> dict:
-    "Balanced kNN accuracy per task of the encoder's pooled embeddings (train split votes, val split is scored)."
-    from sklearn.metrics import balanced_accuracy_score
+    "kNN AUROC per task of the encoder's pooled embeddings (train split votes, val split is scored; see `vote_auroc`)."
     was = encoder.training; encoder.eval(); res = {}
     for task, (tr, va, nc) in sets.items():
         zt, zv = _embed(encoder, tr, target_length, batch_size, device), _embed(encoder, va, target_length, batch_size, device)
-        pred = knn_predict(zt, torch.tensor(tr['label_id'].to_numpy(dtype='int64')), zv, nc, k=k).argmax(1).numpy()
-        res[task] = float(balanced_accuracy_score(va['label_id'].values, pred))
+        votes = knn_predict(zt, torch.tensor(tr['label_id'].to_numpy(dtype='int64')), zv, nc, k=k).double().numpy()
+        res[task] = vote_auroc(va['label_id'].to_numpy(), votes)
     encoder.train(was)
     return res
 
@@ -317,7 +331,8 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     train_df, val_df, counts = pretrain_splits(processed_dir, data_cfg['val_ratio'], seed, exclude_tasks_dir, datasets)
     train_df, val_df = (check_cycles(d, int(data_cfg['target_length']), strict) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
     if len(train_df) < 2: raise PretrainError(f'{processed_dir}: only {len(train_df)} training cycles; pretraining needs more (run pahcl preprocess on more recordings)')
-    sets = knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed) if (exclude_tasks_dir and ev['knn']) else {}
+    sets = (knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed, int(ev.get('knn_min_subjects', 0)), log)
+            if (exclude_tasks_dir and ev['knn']) else {})
     seed_everything(seed)
     model = build_pahcl(cfg).to(dev)
     if world > 1 and dev.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -390,7 +405,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
         row.update(validate(ddp, val_df, cfg, per_rank_bs, dev, mom))
         if sets and rank == 0 and (epoch % max(1, ev['knn_every']) == 0 or epoch == tr_cfg['num_epochs'] - 1):
             knn = knn_scores(_state(model).encoder, sets, data_cfg['target_length'], per_rank_bs, dev, ev['knn_k'])
-            row.update({f'knn_{k}': v for k, v in knn.items()}); row['knn_mean'] = float(np.mean(list(knn.values())))
+            row.update({f'knn_{k}': v for k, v in knn.items()}); _v = [v for v in knn.values() if not math.isnan(v)]; row['knn_mean'] = float(np.mean(_v)) if _v else float('nan')
         crit = row.get('knn_mean') if higher else row.get('val_loss', row['train_loss'])
         improved = crit is not None and not math.isnan(crit) and (best is None or (crit > best if higher else crit < best))
         if improved: best = crit

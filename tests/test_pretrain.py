@@ -11,7 +11,8 @@ from pahcl.pretrain import pretrain, pretrain_splits
 def tiny_cfg(*extra):
     return load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.batch_size=16',
                                          'training.warmup_epochs=1', 'training.num_workers=0', 'training.save_interval=2',
-                                         'evaluation.knn_max_train=200', 'evaluation.knn_max_val=100', *extra])
+                                         'evaluation.knn_max_train=200', 'evaluation.knn_max_val=100', 'evaluation.knn_min_subjects=0',
+                                         *extra])
 
 @pytest.fixture(scope='module')
 def run3(tiny_demo, tmp_path_factory):
@@ -35,6 +36,15 @@ def test_outputs(run3):
     assert ck['kind'] == 'pretrain' and set(ck['heads']) == {'cycle_head', 'sub_head'}
     enc = load_encoder_only(out/'best_model.pt')
     assert enc(torch.zeros(2, 1, 4000))[1].shape == (2, 16)
+
+def test_too_few_validation_subjects_for_knn(tiny_demo, tmp_path):
+    "Validation splits smaller than evaluation.knn_min_subjects are not scored by kNN; the validation loss chooses best_model.pt."
+    s = pretrain(tiny_cfg('evaluation.knn_min_subjects=1000'), tiny_demo['processed'], tmp_path/'run', epochs=2,
+                 exclude_tasks_dir=tiny_demo['downstream'], max_steps_per_epoch=2, quiet=True)
+    h = json.loads((tmp_path/'run'/'history.json').read_text())
+    assert s['criterion'] == 'val_loss' and s['best'] == min(r['val_loss'] for r in h)
+    assert not any(k.startswith('knn_') for r in h for k in r)
+    assert 'fewer than evaluation.knn_min_subjects = 1000' in (tmp_path/'run'/'train.log').read_text()
 
 def test_downstream_val_test_subjects_never_pretrained(tiny_demo):
     tr, va, info = pretrain_splits(tiny_demo['processed'], 0.2, 42, tiny_demo['downstream'])
