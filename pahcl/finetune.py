@@ -182,6 +182,8 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
     tl, ebs = int(cfg['data']['target_length']), max(bs, 64)
     primary = ev['primary_metric']
+    val_subjects = int(val_df['subject'].nunique())
+    by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
     start, best, bad, history = 0, None, 0, []
     last = out/'last.pt'
     if resume and last.exists():
@@ -202,6 +204,8 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         write_atomic(out/'config.yaml', dump_config(cfg) + '\n# run\n' + dump_config({'run': run_info}))
         log.info(f"{task} {mode}: {len(train_df)} training cycles of {run_info['train_subjects']} subjects, "
                  f"val {len(val_df)}, test {len(test_df)}; encoder {info['init']}; {world} process(es) on {dev}; {steps} steps/epoch")
+        if not by_val: log.info(f"the validation split has {val_subjects} subjects, fewer than evaluation.selection_min_subjects = "
+                                f"{ev['selection_min_subjects']}: the last epoch is kept and there is no early stopping")
     from tqdm.auto import tqdm
     ckmeta = lambda epoch, metrics: dict(kind='finetune', encoder=model.encoder, heads={'classifier': model.classifier}, config=cfg,
                                          epoch=epoch, metrics=metrics, task=task, label_map=label_map)
@@ -233,7 +237,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
             vm, _ = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
             row.update({f'val_{k}': v for k, v in _scalars(vm).items()})
             value = primary_value(vm, primary)
-            improved = value is not None and not math.isnan(value) and (best is None or value > best)
+            improved = (value is not None and not math.isnan(value) and (best is None or value > best)) or not by_val
             if improved: best, bad = value, 0
             else: bad += 1
             row.update(val_primary=value, best=improved, seconds=round(time.perf_counter() - t0, 2))

@@ -10,7 +10,7 @@ from pahcl.finetune import finetune, load_finetuned
 from pahcl.models import load_checkpoint
 from pahcl.pretrain import pretrain
 
-FAST = ['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=16']
+FAST = ['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=16', 'evaluation.selection_min_subjects=0']
 
 def cfg(task='pascal', *extra):
     return load_config('finetune', task, sets=[*TINY_MODEL, *FAST, *extra])
@@ -96,6 +96,16 @@ def test_training_keys_have_effect(tiny_demo, tmp_path):
     m = go('patience', 'training.num_epochs=6', 'training.early_stopping_patience=1', 'training.learning_rate=1e-12', 'training.min_lr=1e-13')
     assert m['stopped_early'] and m['epochs_trained'] == 2
     go('workers', 'training.num_workers=2'); assert _hist(tmp_path, 'workers')[-1]['train_loss'] == pytest.approx(hb[-1]['train_loss'], rel=1e-5)
+
+def test_small_validation_split_keeps_last_epoch(tiny_demo, tmp_path):
+    "With fewer validation subjects than evaluation.selection_min_subjects, every epoch replaces best_model.pt and nothing stops early."
+    m = finetune(cfg('pascal', 'training.num_epochs=4', 'training.early_stopping_patience=1', 'training.learning_rate=1e-12',
+                     'training.min_lr=1e-13', 'evaluation.selection_min_subjects=1000'), experiment_name='small', from_scratch=True,
+                 data_dir=tiny_demo['downstream'], output_dir=tmp_path, quiet=True)
+    assert not m['stopped_early'] and m['epochs_trained'] == 4
+    assert all(r['best'] for r in _hist(tmp_path, 'small'))
+    assert load_checkpoint(tmp_path/'pascal_small'/'best_model.pt')['epoch'] == 3
+    assert 'fewer than evaluation.selection_min_subjects = 1000' in (tmp_path/'pascal_small'/'train.log').read_text()
 
 def test_torchrun_finetune_matches_one_process(tiny_demo, pretrained, tmp_path):
     """2 gloo processes (per-process batch 8) against 1 process (batch 16), linear evaluation without dropout: the same
