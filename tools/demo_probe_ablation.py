@@ -19,7 +19,7 @@ from pahcl.data import read_split, task_info_json
 from pahcl.models import apply_preset, build_encoder, load_encoder_only
 from pahcl.pretrain import pretrain
 
-OLD = ['augmentation.bandpass_jitter_hz=10']     # the default until 2026-11-30: every variant but no_bandpass keeps it
+OLD = ['augmentation.bandpass_jitter_hz=10']     # the default (every variant but no_bandpass keeps it); chapter 14's table predates its 2026-11-30 fix
 VARIANTS = {
     'base': OLD,
     'no_bandpass': ['augmentation.bandpass_jitter_hz=0'],
