@@ -258,9 +258,9 @@ def knn_sets(tasks_dir, max_train:int=2000, max_val:int=1000, seed:int=42, min_s
         except Exception as e:
             log.warning(f'kNN check skips {d}: {e}'); continue
         if len(tr) == 0 or len(va) == 0: continue
-        if va['subject'].nunique() < min_subjects:
-            log.info(f"kNN check skips {d.name}: its validation split has {va['subject'].nunique()} subjects, "
-                                            f"fewer than evaluation.knn_min_subjects = {min_subjects}, too few to choose a checkpoint by")
+        if (nv := va['subject'].nunique()) < min_subjects:
+            log.info(f"kNN check skips {d.name}: its validation split has {nv} subjects, "
+                     f"fewer than evaluation.knn_min_subjects = {min_subjects}, too few to choose a checkpoint by")
             continue
         tr = tr.sample(min(max_train, len(tr)), random_state=seed) if max_train else tr
         va = va.sample(min(max_val, len(va)), random_state=seed) if max_val else va
