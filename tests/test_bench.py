@@ -113,6 +113,14 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     assert tool.returncode == 0, tool.stderr[-3000:]
     rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
     assert len(rows) == 2 and all(l.count('subjects)') == 2 for l in rows), tool.stdout
+    # and the pretrained-against-random probe tool too
+    tool = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'),
+                           '--variants', 'pahcl', 'sub_only', '--json', str(tmp_path/'pvr.json')], capture_output=True, text=True, timeout=600)
+    assert tool.returncode == 0, tool.stderr[-3000:]
+    rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
+    assert len(rows) == 2 and all(l.count('[') == 2 for l in rows), tool.stdout
+    pvr = json.loads((tmp_path/'pvr.json').read_text())
+    assert set(pvr) == {'pahcl', 'sub_only'} and pvr['pahcl']['pascal']['random'] == pvr['sub_only']['pascal']['random']
 
 SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
 
