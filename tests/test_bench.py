@@ -114,13 +114,18 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
     assert len(rows) == 2 and all(l.count('subjects)') == 2 for l in rows), tool.stdout
     # and the pretrained-against-random probe tool too
-    tool = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'),
-                           '--variants', 'pahcl', 'sub_only', '--json', str(tmp_path/'pvr.json')], capture_output=True, text=True, timeout=600)
+    tool = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--variants',
+                           'pahcl', 'sub_only', '--random-seeds', '0', '1', '--json', str(tmp_path/'pvr.json')], capture_output=True, text=True, timeout=600)
     assert tool.returncode == 0, tool.stderr[-3000:]
     rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
-    assert len(rows) == 2 and all(l.count('[') == 2 for l in rows), tool.stdout
+    assert len(rows) == 4 and all(l.count('[') == 2 for l in rows), tool.stdout          # 2 tasks x 2 encoders, 2 random seeds
     pvr = json.loads((tmp_path/'pvr.json').read_text())
-    assert set(pvr) == {'pahcl', 'sub_only'} and pvr['pahcl']['pascal']['random'] == pvr['sub_only']['pascal']['random']
+    assert set(pvr) == {'0', '1'} and set(pvr['0']) == {'pahcl', 'sub_only'}
+    assert pvr['0']['pahcl']['pascal']['random'] == pvr['0']['sub_only']['pascal']['random']      # one random encoder per seed
+    assert pvr['0']['pahcl']['pascal']['random'] != pvr['1']['pahcl']['pascal']['random']
+    bad = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--checkpoints', 'epoch_99.pt'],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and 'epoch_99.pt' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
 

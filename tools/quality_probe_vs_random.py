@@ -2,12 +2,16 @@
 
 Usage (after `pahcl bench quality --out OUT`, which leaves the task views and the pretrained encoders in OUT):
 
-    python tools/quality_probe_vs_random.py --out OUT [--variants pahcl cycle_only sub_only] [--seed 0] [--json FILE]
+    python tools/quality_probe_vs_random.py --out OUT [--variants pahcl cycle_only sub_only] [--checkpoints best_model.pt]
+                                            [--random-seeds 0] [--json FILE]
 
 For each task it fits chapter 14's `demo_probes` probe (standardised, class-balanced logistic regression, C picked on the
-validation split by AUROC) on the frozen embeddings of every variant's `best_model.pt` and of a random encoder built from
-the same model config with `--seed`, all on the same training cycles, and scores them on the task's test split (the
-bench's capped view) at the task's level: AUROC of each, and the paired-bootstrap 95 % interval of their difference.
+validation split by AUROC) on the frozen embeddings of every checkpoint `OUT/pretrain/<variant>/<checkpoint>` and of a
+random encoder built from the same model config with each of `--random-seeds`, all on the same training cycles, and
+scores them on the task's test split (the bench's capped view) at the task's level: the AUROC of each, and the
+paired-bootstrap 95 % interval of their difference. A random encoder is one draw of many, so give several seeds to see
+how far its probe moves from one draw to the next. Any pretraining run of the same architecture placed under
+OUT/pretrain can be compared, e.g. a longer one with epoch checkpoints (`pahcl pretrain ... --set training.save_interval=5`).
 """
 import argparse, json
 from pathlib import Path
@@ -18,23 +22,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', required=True, help='the folder of a `pahcl bench quality --out` run')
     ap.add_argument('--variants', nargs='+', default=['pahcl', 'cycle_only', 'sub_only'], help='pretraining runs under OUT/pretrain')
-    ap.add_argument('--checkpoint', default='best_model.pt', help="which checkpoint of each variant (default best_model.pt)")
-    ap.add_argument('--seed', type=int, default=0, help='seed of the random encoder, the probes and the bootstrap')
+    ap.add_argument('--checkpoints', nargs='+', default=['best_model.pt'], help='checkpoint file names in each variant')
+    ap.add_argument('--random-seeds', type=int, nargs='+', default=[0], help='seeds of the random encoders (and of probes and bootstrap)')
     ap.add_argument('--json', help='also write the full result (intervals, balanced accuracies) to this file')
     a = ap.parse_args()
     out = Path(a.out)
-    missing = [v for v in a.variants if not (out/'pretrain'/v/a.checkpoint).exists()]
-    if missing: raise SystemExit(f"{out}: no pretrain/<variant>/{a.checkpoint} for {missing}; run `pahcl bench quality --out {out}` first")
+    paths = {(f'{v}/{c}' if len(a.checkpoints) > 1 else v): out/'pretrain'/v/c for v in a.variants for c in a.checkpoints}
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing: raise SystemExit(f"{out}: missing checkpoint(s) {', '.join(missing)}; run `pahcl bench quality --out {out}` first "
+                                 "(or name the variants and checkpoints that exist under OUT/pretrain)")
     tasks = [t.name for t in sorted((out/'tasks').iterdir()) if (t/'test.csv').exists()]
     ext = {t: read_split(out/'tasks'/t, 'test')[0] for t in tasks}
-    res = demo_probes({v: out/'pretrain'/v/a.checkpoint for v in a.variants}, out/'tasks', ext, tasks, seed=a.seed)
-    print('| task (test units) | random encoder | ' + ' | '.join(f'{v}: AUROC, difference [95 % interval]' for v in a.variants) + ' |')
-    print('|---|---|' + '---|' * len(a.variants))
+    res = {s: demo_probes(paths, out/'tasks', ext, tasks, seed=s) for s in a.random_seeds}
+    first = res[a.random_seeds[0]]
+    print('| task (test units) | encoder | AUROC | ' + ' | '.join(f'random seed {s}: AUROC, difference [95 % interval]' for s in a.random_seeds) + ' |')
+    print('|---|---|---|' + '---|' * len(a.random_seeds))
     for t in tasks:
-        r = res[a.variants[0]][t]['random']
-        cells = [f"{res[v][t]['pretrained']['auroc']:.3f}, {res[v][t]['difference']:+.3f} "
-                 f"[{res[v][t]['difference_ci'][0]:+.3f}, {res[v][t]['difference_ci'][1]:+.3f}]" for v in a.variants]
-        print(f"| {t} ({r['units']} {r['level']}s) | {r['auroc']:.3f} | " + ' | '.join(cells) + ' |', flush=True)
-    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+        for n in paths:
+            r = first[n][t]['random']
+            cells = [f"{res[s][n][t]['random']['auroc']:.3f}, {res[s][n][t]['difference']:+.3f} "
+                     f"[{res[s][n][t]['difference_ci'][0]:+.3f}, {res[s][n][t]['difference_ci'][1]:+.3f}]" for s in a.random_seeds]
+            print(f"| {t} ({r['units']} {r['level']}s) | {n} | {first[n][t]['pretrained']['auroc']:.3f} | " + ' | '.join(cells) + ' |', flush=True)
+    if a.json: Path(a.json).write_text(json.dumps({str(s): r for s, r in res.items()}, indent=1))
 
 if __name__ == '__main__': main()
