@@ -10,10 +10,10 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['KINDS', 'OPEN_KEYS', 'ALIASES', 'METRICS', 'ENCODERS', 'DECISION_SCORES', 'FLAG_KEYS', 'ConfigError', 'parse_yaml',
-           'read_yaml', 'config_dir', 'default_config', 'list_tasks', 'task_file', 'task_info', 'flatten', 'unflatten',
-           'check_value', 'flatten_layer', 'merge_layer', 'decision_metric_ok', 'validate', 'parse_set', 'load_config',
-           'dump_config']
+__all__ = ['KINDS', 'OPEN_KEYS', 'ALIASES', 'METRICS', 'ENCODERS', 'POSITIVES', 'DECISION_SCORES', 'FLAG_KEYS', 'ConfigError',
+           'parse_yaml', 'read_yaml', 'config_dir', 'default_config', 'list_tasks', 'task_file', 'task_info', 'flatten',
+           'unflatten', 'check_value', 'flatten_layer', 'merge_layer', 'decision_metric_ok', 'validate', 'parse_set',
+           'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #848d82e9
 class ConfigError(ValueError):
@@ -175,6 +175,7 @@ def merge_layer(flat:dict, layer:dict, source:str='config') -> dict:
 # %% ../nbs/00_config.ipynb #67e04ccc
 METRICS = ('accuracy', 'f1', 'f1_macro', 'f1_weighted', 'auroc', 'auprc', 'precision', 'recall', 'specificity')
 ENCODERS = ('cnn_mamba', 'cnn_transformer', 'cnn')
+POSITIVES = ('cycle', 'recording')     # pretraining: two views of one cycle, or of two cycles of one recording
 DECISION_SCORES = ('patient_murmur_weighted_accuracy', 'patient_outcome_cost', 'recording_macc', 'recording_se', 'recording_sp')
 
 def decision_metric_ok(name:str) -> bool:
@@ -199,6 +200,8 @@ def validate(flat:dict, source:str='config') -> dict:
     if dm is not None and not decision_metric_ok(dm):
         err('evaluation.decision_metric', f"must be auto, argmax, a metric ({', '.join(METRICS)}) with an optional patient_ or "
             f"recording_ prefix, or one of {', '.join(DECISION_SCORES)}; got {dm!r}")
+    if flat.get('loss.positives', 'cycle') not in POSITIVES:
+        err('loss.positives', f"must be one of {', '.join(POSITIVES)}, got {flat['loss.positives']!r}")
     for m in flat.get('evaluation.metrics', []):
         if m not in METRICS: err('evaluation.metrics', f"lists {m!r}; known metrics: {', '.join(METRICS)}")
     if 'model.encoder_type' in flat and flat['model.encoder_type'] not in ENCODERS:

@@ -17,8 +17,8 @@ from .tasks import read_task_csv, SPLITS, PrepareError
 __all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed', 'task_info_json',
            'read_split', 'cycle_bounds', 'CycleDataset', 'check_cycles', 'gain', 'colored_noise', 'add_noise',
            'time_shift', 'time_stretch', 'bandpass_gain', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle',
-           'Augmenter', 'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'few_shot', 'subject_split',
-           'task_subjects']
+           'Augmenter', 'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'RecordingPairs',
+           'few_shot', 'subject_split', 'task_subjects']
 
 # %% ../nbs/06_data.ipynb #0947a5ad
 class DataError(ValueError):
@@ -389,7 +389,7 @@ def collate_cycles(items:list) -> dict:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 class ContrastiveCollate:
-    "Collate for contrastive pretraining: two augmented views of each cycle, seeded per run, worker, rank, epoch and batch."
+    "Collate for contrastive pretraining: two augmented views of each cycle (or of it and its `x2`), seeded per run, worker, rank, epoch and batch."
     def __init__(self, aug_cfg:dict|None, sample_rate:int=5000, seed:int=42):
         self.augment, self.seed, self.epoch, self.calls = Augmenter(aug_cfg, sample_rate), int(seed), 0, 0
 
@@ -407,7 +407,7 @@ class ContrastiveCollate:
         batch = collate_cycles(items)
         g = self.generator()
         v1, b1 = self.augment(batch['x'], batch['bounds'], g)
-        v2, b2 = self.augment(batch['x'], batch['bounds'], g)
+        v2, b2 = self.augment(batch.get('x2', batch['x']), batch.get('bounds2', batch['bounds']), g)   # a partner cycle if given
         return dict(view1=v1, view2=v2, bounds1=b1, bounds2=b2, index=batch['index'], label=batch['label'], segmented=batch['segmented'])
 
 # %% ../nbs/06_data.ipynb #9b8f5ba4
@@ -432,6 +432,34 @@ def set_epoch(loader:DataLoader, epoch:int):
     if getattr(loader, 'pahcl_seed', None) is not None and loader.generator is not None:
         loader.generator.manual_seed(_epoch_seed(loader.pahcl_seed, epoch))
     if hasattr(loader.collate_fn, 'set_epoch'): loader.collate_fn.set_epoch(epoch)
+
+# %% ../nbs/06_data.ipynb #c1a7d0e2
+class RecordingPairs(CycleDataset):
+    """`CycleDataset` whose items also carry a partner `x2`, `bounds2`: another cycle of the same recording, uniform over the
+    others and drawn afresh for each `seed` (the cycle itself when its recording has no other). Rows are grouped by
+    `dataset`, `subject` and `recording`."""
+    def __init__(self, df:pd.DataFrame, target_length:int=4000, label_col:str='label_id', seed:int=0):
+        super().__init__(df, target_length, label_col)
+        if 'recording' not in self.df.columns:
+            raise DataError("positives across a recording need a 'recording' column; make the table with read_processed or read_split")
+        cols = [c for c in ('dataset', 'subject', 'recording') if c in self.df.columns]
+        self.group = pd.factorize(self.df[cols].astype(str).agg('/'.join, axis=1))[0]
+        order = np.argsort(self.group, kind='stable')
+        self.members = np.split(order, np.flatnonzero(np.diff(self.group[order])) + 1)
+        self.seed = int(seed)
+
+    def partner(self, i:int) -> int:
+        "Index of the partner of cycle `i` for this dataset's seed."
+        g = self.members[self.group[i]]
+        if len(g) == 1: return int(i)
+        j = g[np.random.default_rng([self.seed, int(i)]).integers(len(g) - 1)]
+        return int(g[-1] if j == i else j)                # the others, each with probability 1/(len(g) - 1)
+
+    def __getitem__(self, i:int) -> dict:
+        it, j = super().__getitem__(i), self.partner(i)
+        it['x2'], it['bounds2'] = torch.from_numpy(self.load(j))[None], torch.from_numpy(self.bounds[j].copy())
+        return it
+
 
 # %% ../nbs/06_data.ipynb #d0c5508d
 def _groups(df:pd.DataFrame) -> pd.Series:

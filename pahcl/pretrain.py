@@ -14,7 +14,7 @@ import torch.distributed as dist
 from .config import load_config, dump_config
 from .files import write_atomic
 from .data import (read_processed, subject_split, task_subjects, read_split, task_info_json, CycleDataset, check_cycles,
-                   ContrastiveCollate, make_loader, set_epoch)
+                   ContrastiveCollate, make_loader, set_epoch, RecordingPairs)
 from .models import (build_encoder, ProjectionHead, pool_substructures, save_checkpoint, load_checkpoint,
                      apply_preset, load_encoder_only)
 
@@ -300,7 +300,9 @@ def _state(model): return (model.module if hasattr(model, 'module') else model)
 
 def _loader(df, cfg, batch_size, seed, epoch, train:bool, num_workers:int):
     collate = ContrastiveCollate(cfg['augmentation'], cfg['data']['sample_rate'], seed=seed * 1000 + epoch)
-    ds = CycleDataset(df, target_length=cfg['data']['target_length'])
+    if cfg['loss'].get('positives', 'cycle') == 'recording':     # the second view from another cycle of the recording (chapter 6)
+        ds = RecordingPairs(df, target_length=cfg['data']['target_length'], seed=seed * 1000 + epoch)
+    else: ds = CycleDataset(df, target_length=cfg['data']['target_length'])
     dl = make_loader(ds, batch_size, shuffle=train, seed=seed + epoch, num_workers=num_workers, collate_fn=collate, drop_last=train)
     set_epoch(dl, epoch)
     return dl, ds
