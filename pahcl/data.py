@@ -443,7 +443,7 @@ class RecordingPairs(CycleDataset):
         if 'recording' not in self.df.columns:
             raise DataError("positives across a recording need a 'recording' column; make the table with read_processed or read_split")
         cols = [c for c in ('dataset', 'subject', 'recording') if c in self.df.columns]
-        self.group = pd.factorize(self.df[cols].astype(str).agg('/'.join, axis=1))[0]
+        self.group = self.df.groupby(cols, sort=False, dropna=False).ngroup().to_numpy()
         order = np.argsort(self.group, kind='stable')
         self.members = np.split(order, np.flatnonzero(np.diff(self.group[order])) + 1)
         self.seed = int(seed)

@@ -3,7 +3,7 @@ import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest, torch
 from conftest import TINY_MODEL
-from pahcl.config import load_config
+from pahcl.config import load_config, ConfigError
 from pahcl.data import task_subjects
 from pahcl.models import load_checkpoint, load_encoder_only
 from pahcl.pretrain import pretrain, pretrain_splits
@@ -87,7 +87,7 @@ def test_positives_across_a_recording(run3, tiny_demo, tmp_path, monkeypatch):
     assert [train[0].partner(i) for i in range(50)] != [train[1].partner(i) for i in range(50)]
     h = json.loads((tmp_path/'r'/'history.json').read_text()); a = json.loads((run3[0]/'history.json').read_text())
     assert h[0]['train_loss'] != pytest.approx(a[0]['train_loss'], rel=1e-4)   # not the two-views-of-one-cycle run
-    with pytest.raises(Exception, match="loss.positives"): tiny_cfg('loss.positives=patient')
+    with pytest.raises(ConfigError, match="loss.positives"): tiny_cfg('loss.positives=patient')
 
 def test_cli(pahcl, tiny_demo, tmp_path):
     r = pahcl('pretrain', '--processed-dir', tiny_demo['processed'], '--output-dir', tmp_path/'cli', '--epochs', '1',
