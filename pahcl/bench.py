@@ -700,9 +700,10 @@ def primary_interval(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=300
 
 def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> dict:
     """AUROC and balanced accuracy of cycle predictions `pred` (chapter 10's `predictions_frame`) at the task's scoring level,
-    each with a 95 % bootstrap interval over the scoring units (patients or recordings); `chance` is 1/K for balanced accuracy."""
+    each with a 95 % bootstrap interval over the scoring units (patients or recordings); `chance` is 1/K for balanced accuracy.
+    `class_auroc`: each class against the rest (classes with both answers among the units), `class_units`: units per class."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-    from pahcl.metrics import _ovr_scores
+    from pahcl.metrics import _ovr_scores, _ordered_names
     _, y, P = _unit_table(pred, task, label_map)
     def both(i):
         yy, pp = y[i], P[i]
@@ -712,9 +713,12 @@ def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, 
             return _ovr_scores(yy, pp, roc_auc_score), balanced_accuracy_score(yy, pp.argmax(1))
     (auroc, bacc), lo, hi = _bootstrap(both, len(y), n_boot, seed)
     K = P.shape[1]
+    names = _ordered_names(label_map)
+    class_auroc = {n: float(roc_auc_score(y == k, P[:, k])) for k, n in enumerate(names) if 0 < (y == k).sum() < len(y)}
     return dict(units=int(len(y)), level=SCORING_LEVEL[task], auroc=float(auroc), auroc_ci=[float(lo[0]), float(hi[0])],
                 balanced_accuracy=float(bacc), balanced_accuracy_ci=[float(lo[1]), float(hi[1])], chance=1 / K,
-                beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / K))
+                beats_chance=bool(lo[0] > 0.5 and lo[1] > 1 / K), class_auroc=class_auroc,
+                class_units={n: int((y == k).sum()) for k, n in enumerate(names)})
 
 # %% ../nbs/14_benchmarks.ipynb #b1ebf7bf
 def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:

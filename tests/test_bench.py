@@ -117,8 +117,14 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     tool = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--variants',
                            'pahcl', 'sub_only', '--random-seeds', '0', '1', '--json', str(tmp_path/'pvr.json')], capture_output=True, text=True, timeout=600)
     assert tool.returncode == 0, tool.stderr[-3000:]
-    rows = [l for l in tool.stdout.splitlines() if l.startswith(('| pascal', '| physionet2016'))]
+    lines = tool.stdout.splitlines()
+    rows = [l for l in lines if l.startswith(('| pascal (', '| physionet2016 ('))]
     assert len(rows) == 4 and all(l.count('[') == 2 for l in rows), tool.stdout          # 2 tasks x 2 encoders, 2 random seeds
+    head = [i for i, l in enumerate(lines) if l.startswith('| pascal: one class against the rest | normal (')]   # PASCAL's 3 classes
+    assert len(head) == 1 and not any(l.startswith('| physionet2016: one class') for l in lines), tool.stdout
+    assert [l.split(' |')[0] for l in lines[head[0] + 2:head[0] + 6]] == ['| pahcl', '| sub_only', '| random seed 0', '| random seed 1']
+    units = json.loads((tmp_path/'pvr.json').read_text())['0']['pahcl']['pascal']['random']['class_units']
+    assert set(units) == {'normal', 'murmur', 'extrasystole'}, units
     pvr = json.loads((tmp_path/'pvr.json').read_text())
     assert set(pvr) == {'0', '1'} and set(pvr['0']) == {'pahcl', 'sub_only'}
     assert pvr['0']['pahcl']['pascal']['random'] == pvr['0']['sub_only']['pascal']['random']      # one random encoder per seed

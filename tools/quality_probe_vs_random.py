@@ -9,7 +9,8 @@ For each task it fits chapter 14's `demo_probes` probe (standardised, class-bala
 validation split by AUROC) on the frozen embeddings of every checkpoint `OUT/pretrain/<variant>/<checkpoint>` and of a
 random encoder built from the same model config with each of `--random-seeds`, all on the same training cycles, and
 scores them on the task's test split (the bench's capped view) at the task's level: the AUROC of each, and the
-paired-bootstrap 95 % interval of their difference. A random encoder is one draw of many, so give several seeds to see
+paired-bootstrap 95 % interval of their difference; for tasks of three or more classes (PASCAL), also each class's AUROC
+against the rest, with the number of test units of each class. A random encoder is one draw of many, so give several seeds to see
 how far its probe moves from one draw to the next. Any pretraining run of the same architecture placed under
 OUT/pretrain can be compared, e.g. a longer one with epoch checkpoints (`pahcl pretrain ... --set training.save_interval=5`).
 """
@@ -43,6 +44,13 @@ def main():
             cells = [f"{res[s][n][t]['random']['auroc']:.3f}, {res[s][n][t]['difference']:+.3f} "
                      f"[{res[s][n][t]['difference_ci'][0]:+.3f}, {res[s][n][t]['difference_ci'][1]:+.3f}]" for s in a.random_seeds]
             print(f"| {t} ({r['units']} {r['level']}s) | {n} | {first[n][t]['pretrained']['auroc']:.3f} | " + ' | '.join(cells) + ' |', flush=True)
+    for t in tasks:                      # a macro AUROC of three classes can hang on the smallest: show each class
+        units = first[next(iter(paths))][t]['random']['class_units']
+        if len(units) < 3: continue
+        print(f'\n| {t}: one class against the rest | ' + ' | '.join(f'{c} ({k})' for c, k in units.items()) + ' |')
+        print('|---|' + '---|' * len(units))
+        rows = [(n, first[n][t]['pretrained']) for n in paths] + [(f'random seed {s}', res[s][next(iter(paths))][t]['random']) for s in a.random_seeds]
+        for n, r in rows: print(f'| {n} | ' + ' | '.join(f"{r['class_auroc'][c]:.3f}" if c in r['class_auroc'] else '–' for c in units) + ' |')
     if a.json: Path(a.json).write_text(json.dumps({str(s): r for s, r in res.items()}, indent=1))
 
 if __name__ == '__main__': main()
