@@ -123,9 +123,9 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     head = [i for i, l in enumerate(lines) if l.startswith('| pascal: one class against the rest | normal (')]   # PASCAL's 3 classes
     assert len(head) == 1 and not any(l.startswith('| physionet2016: one class') for l in lines), tool.stdout
     assert [l.split(' |')[0] for l in lines[head[0] + 2:head[0] + 6]] == ['| pahcl', '| sub_only', '| random seed 0', '| random seed 1']
-    units = json.loads((tmp_path/'pvr.json').read_text())['0']['pahcl']['pascal']['random']['class_units']
-    assert set(units) == {'normal', 'murmur', 'extrasystole'}, units
     pvr = json.loads((tmp_path/'pvr.json').read_text())
+    units = pvr['0']['pahcl']['pascal']['random']['class_units']
+    assert set(units) == {'normal', 'murmur', 'extrasystole'}, units
     assert set(pvr) == {'0', '1'} and set(pvr['0']) == {'pahcl', 'sub_only'}
     assert pvr['0']['pahcl']['pascal']['random'] == pvr['0']['sub_only']['pascal']['random']      # one random encoder per seed
     assert pvr['0']['pahcl']['pascal']['random'] != pvr['1']['pahcl']['pascal']['random']

@@ -81,11 +81,12 @@ def test_positives_across_a_recording(run3, tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setattr(P, 'RecordingPairs', Spy)
     s = pretrain(tiny_cfg('loss.positives=recording'), tiny_demo['processed'], tmp_path/'r', epochs=2,
                  exclude_tasks_dir=tiny_demo['downstream'], max_steps_per_epoch=2, quiet=True)
-    assert s['epochs'] == 2 and all(r['train_loss'] > 0 for r in json.loads((tmp_path/'r'/'history.json').read_text()))
+    h = json.loads((tmp_path/'r'/'history.json').read_text())
+    assert s['epochs'] == 2 and all(r['train_loss'] > 0 for r in h)
     train = [d for d in seen if len(d) > 100]                                  # one training dataset per epoch (and the val ones)
     assert len(train) == 2 and train[0].seed != train[1].seed
     assert [train[0].partner(i) for i in range(50)] != [train[1].partner(i) for i in range(50)]
-    h = json.loads((tmp_path/'r'/'history.json').read_text()); a = json.loads((run3[0]/'history.json').read_text())
+    a = json.loads((run3[0]/'history.json').read_text())
     assert h[0]['train_loss'] != pytest.approx(a[0]['train_loss'], rel=1e-4)   # not the two-views-of-one-cycle run
     with pytest.raises(ConfigError, match="loss.positives"): tiny_cfg('loss.positives=patient')
 

@@ -44,12 +44,13 @@ def main():
             cells = [f"{res[s][n][t]['random']['auroc']:.3f}, {res[s][n][t]['difference']:+.3f} "
                      f"[{res[s][n][t]['difference_ci'][0]:+.3f}, {res[s][n][t]['difference_ci'][1]:+.3f}]" for s in a.random_seeds]
             print(f"| {t} ({r['units']} {r['level']}s) | {n} | {first[n][t]['pretrained']['auroc']:.3f} | " + ' | '.join(cells) + ' |', flush=True)
+    n0 = next(iter(paths))               # the random encoders are the same for every checkpoint
     for t in tasks:                      # a macro AUROC of three classes can hang on the smallest: show each class
-        units = first[next(iter(paths))][t]['random']['class_units']
+        units = first[n0][t]['random']['class_units']
         if len(units) < 3: continue
         print(f'\n| {t}: one class against the rest | ' + ' | '.join(f'{c} ({k})' for c, k in units.items()) + ' |')
         print('|---|' + '---|' * len(units))
-        rows = [(n, first[n][t]['pretrained']) for n in paths] + [(f'random seed {s}', res[s][next(iter(paths))][t]['random']) for s in a.random_seeds]
+        rows = [(n, first[n][t]['pretrained']) for n in paths] + [(f'random seed {s}', res[s][n0][t]['random']) for s in a.random_seeds]
         for n, r in rows: print(f'| {n} | ' + ' | '.join(f"{r['class_auroc'][c]:.3f}" if c in r['class_auroc'] else '–' for c in units) + ' |')
     if a.json: Path(a.json).write_text(json.dumps({str(s): r for s, r in res.items()}, indent=1))
 
