@@ -22,8 +22,8 @@ __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES
            'mambapy_layer', 'adamw', 'bench_encoder', 'quality_metrics', 'cap_cycles', 'bench_view',
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
            'quality_probe', 'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality',
-           'primary_interval', 'unit_bootstrap', 'paired_auroc_difference', 'cached_embedder', 'probe_predictions',
-           'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
+           'primary_interval', 'unit_bootstrap', 'paired_auroc_difference', 'mean_auroc_difference', 'cached_embedder',
+           'probe_predictions', 'crossfit_probe_predictions', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -721,8 +721,8 @@ def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, 
                 class_units={n: int((y == k).sum()) for k, n in enumerate(names)})
 
 # %% ../nbs/14_benchmarks.ipynb #b1ebf7bf
-def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:
-    "(AUROC of a − AUROC of b, its 95 % paired-bootstrap interval): two prediction frames of the same cycles, at the task's level."
+def _paired_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict) -> tuple:
+    "(number of units, `d(i)`: AUROC of a − AUROC of b over the units `i`) of two prediction frames of the same cycles."
     from pahcl.metrics import _ovr_scores
     from sklearn.metrics import roc_auc_score
     (ga, y, A), (gb, _, B) = _unit_table(pred_a, task, label_map), _unit_table(pred_b, task, label_map)
@@ -731,8 +731,21 @@ def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, 
     def d(i):
         if len(np.unique(y[i])) < 2: return np.nan
         return _ovr_scores(y[i], A[i], roc_auc_score) - _ovr_scores(y[i], B[i], roc_auc_score)
-    diff, lo, hi = _bootstrap(d, len(y), n_boot, seed)
+    return len(y), d
+
+def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:
+    "(AUROC of a − AUROC of b, its 95 % paired-bootstrap interval): two prediction frames of the same cycles, at the task's level."
+    n, d = _paired_difference(pred_a, pred_b, task, label_map)
+    diff, lo, hi = _bootstrap(d, n, n_boot, seed)
     return float(diff), [float(lo), float(hi)]
+
+def mean_auroc_difference(pairs, n_boot:int=500, seed:int=0) -> tuple:
+    """(mean over tasks of AUROC of a − AUROC of b, its 95 % interval): `pairs` is a list of (pred_a, pred_b, task, label_map),
+    one per task; each bootstrap draw resamples every task's units (its own patients or recordings) and averages the tasks."""
+    stats = [_paired_difference(*p) for p in pairs]
+    rng = np.random.default_rng(seed)
+    boots = [np.nanmean([d(rng.integers(0, n, n)) for n, d in stats]) for _ in range(n_boot)]
+    return float(np.mean([d(np.arange(n)) for n, d in stats])), [float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5))]
 
 def cached_embedder(enc, cache:dict|None=None):
     "`embed(df)` → (len(df), D) frozen embeddings of `enc` for the cycle files `df.path`, each file embedded once (kept in `cache`)."
@@ -752,11 +765,33 @@ def probe_predictions(embed, train:pd.DataFrame, val:pd.DataFrame, test:pd.DataF
         evaluate_predictions(_frame(val, p, label_map), task, label_map), task)['auroc'], seed=seed, num_classes=C)
     return _frame(test, _full_prob(clf, Z['test'], C), label_map)
 
-def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500) -> dict:
+def crossfit_probe_predictions(embed, train:pd.DataFrame, val:pd.DataFrame, test:pd.DataFrame, task:str, label_map:dict,
+                               seed:int=0) -> pd.DataFrame:
+    """Prediction frame on `val` and `test` together (val's rows first) of logistic-regression probes fitted on `train`: the
+    test rows get the C that scored best on val (as `probe_predictions`), the val rows the C that scored best on test. No unit
+    is scored by a probe whose C its own split chose, and the comparison has the units of both splits."""
+    K, y = len(label_map), train.label_id.to_numpy(int)
+    Z = {k: embed(df) for k, df in (('train', train), ('val', val), ('test', test))}
+    def auroc(df, p):
+        s = quality_metrics(evaluate_predictions(_frame(df, p, label_map), task, label_map), task)['auroc']
+        return -math.inf if s is None or not np.isfinite(s) else s
+    probs = []                                   # per C: (probabilities on val, on test), one fit on train each
+    for C in PROBE_C:
+        clf = fit_probe(Z['train'], y, Z['val'], lambda p: 0.0, Cs=(C,), seed=seed, num_classes=K)[0]
+        probs.append((_full_prob(clf, Z['val'], K), _full_prob(clf, Z['test'], K)))
+    on_val = int(np.argmax([auroc(val, pv) for pv, _ in probs]))     # the first C of the best score, as fit_probe
+    on_test = int(np.argmax([auroc(test, pt) for _, pt in probs]))
+    return pd.concat([_frame(val, probs[on_test][0], label_map), _frame(test, probs[on_val][1], label_map)], ignore_index=True)
+
+def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int=500, crossfit:bool=False,
+                keep_predictions:bool=False, caches:dict|None=None) -> dict:
     """{task: pretrained / random linear-probe scores on the new subjects `ext[task]` and their paired AUROC difference}:
     probes of a checkpoint's encoder and of a random encoder like it (seeded), trained on `downstream/<task>`'s train split.
     `checkpoints` is one path, or {name: path} of checkpoints of one architecture, giving {name: result}; the random
-    encoder is embedded and probed once for all of them."""
+    encoder is embedded and probed once for all of them. `crossfit=True` scores the validation split's subjects too
+    (`crossfit_probe_predictions`: twice the units when `ext` is the test split of the same view).
+    `keep_predictions=True` keeps each result's prediction frames (`pretrained_pred`, `random_pred`), for `mean_auroc_difference`.
+    `caches` ({}) keeps the checkpoints' embeddings from one call to the next (several random seeds, the same checkpoints)."""
     from pahcl.data import read_split, task_info_json
     from pahcl.models import load_encoder_only
     single = not isinstance(checkpoints, dict)
@@ -764,17 +799,19 @@ def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int
     cfgs = {json.dumps(e.config, sort_keys=True, default=str) for e in encs.values()}
     if len(cfgs) > 1: raise ValueError(f'demo_probes compares checkpoints of one architecture; {list(encs)} differ in their model config')
     torch.manual_seed(seed); rnd = build_encoder(next(iter(encs.values())).config).eval()
-    embed = {n: cached_embedder(e) for n, e in encs.items()}     # the two CirCor tasks share their new recordings
+    embed = {n: cached_embedder(e, None if caches is None else caches.setdefault(n, {})) for n, e in encs.items()}     # the two CirCor tasks share their new recordings
     embed_rnd, out = cached_embedder(rnd), {n: {} for n in encs}
     for t in tasks:
         lmap = task_info_json(Path(downstream)/t)['label_map']
         tr, va = read_split(Path(downstream)/t, 'train')[0], read_split(Path(downstream)/t, 'val')[0]
-        rp = probe_predictions(embed_rnd, tr, va, ext[t], t, lmap, seed)
+        probe = crossfit_probe_predictions if crossfit else probe_predictions
+        rp = probe(embed_rnd, tr, va, ext[t], t, lmap, seed)
         rb = unit_bootstrap(rp, t, lmap, n_boot, seed)
         for n in encs:
-            pp = probe_predictions(embed[n], tr, va, ext[t], t, lmap, seed)
+            pp = probe(embed[n], tr, va, ext[t], t, lmap, seed)
             diff, dci = paired_auroc_difference(pp, rp, t, lmap, n_boot, seed)
-            out[n][t] = dict(pretrained=unit_bootstrap(pp, t, lmap, n_boot, seed), random=rb, difference=diff, difference_ci=dci)
+            out[n][t] = dict(pretrained=unit_bootstrap(pp, t, lmap, n_boot, seed), random=rb, difference=diff, difference_ci=dci,
+                             **(dict(pretrained_pred=pp, random_pred=rp) if keep_predictions else {}))
     return out[''] if single else out
 
 # %% ../nbs/14_benchmarks.ipynb #2d1beb08

@@ -126,9 +126,23 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     pvr = json.loads((tmp_path/'pvr.json').read_text())
     units = pvr['0']['pahcl']['pascal']['random']['class_units']
     assert set(units) == {'normal', 'murmur', 'extrasystole'}, units
-    assert set(pvr) == {'0', '1'} and set(pvr['0']) == {'pahcl', 'sub_only'}
+    assert set(pvr) == {'0', '1'} and set(pvr['0']) == {'pahcl', 'sub_only', 'mean_difference', 'crossfit'}
+    mean_rows = [l for l in lines if l.startswith('| pascal, physionet2016 |')]      # the mean over the tasks, per encoder
+    assert [l.split(' | ')[1] for l in mean_rows] == ['pahcl', 'sub_only'] and all(l.count('[') == 2 for l in mean_rows), tool.stdout
+    m = pvr['0']['mean_difference']['pahcl']
+    assert m['difference'] == pytest.approx(sum(pvr['0']['pahcl'][t]['difference'] for t in ('pascal', 'physionet2016')) / 2)
+    assert m['difference_ci'][0] <= m['difference'] <= m['difference_ci'][1] and pvr['0']['crossfit'] is False
     assert pvr['0']['pahcl']['pascal']['random'] == pvr['0']['sub_only']['pascal']['random']      # one random encoder per seed
     assert pvr['0']['pahcl']['pascal']['random'] != pvr['1']['pahcl']['pascal']['random']
+    cf = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--variants', 'pahcl',
+                         '--crossfit', '--json', str(tmp_path/'cf.json')], capture_output=True, text=True, timeout=600)
+    assert cf.returncode == 0 and '| task (validation and test units)' in cf.stdout, cf.stderr[-3000:]
+    cfj = json.loads((tmp_path/'cf.json').read_text())
+    from pahcl.data import read_split
+    for t in ('pascal', 'physionet2016'):          # the validation recordings are scored too
+        n_val = read_split(tmp_path/'q'/'tasks'/t, 'val')[0].recording.nunique()
+        assert n_val > 0 and cfj['0']['pahcl'][t]['random']['units'] == pvr['0']['pahcl'][t]['random']['units'] + n_val, t
+    assert cfj['0']['crossfit'] is True
     bad = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--checkpoints', 'epoch_99.pt'],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and 'epoch_99.pt' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr

@@ -3,21 +3,24 @@
 Usage (after `pahcl bench quality --out OUT`, which leaves the task views and the pretrained encoders in OUT):
 
     python tools/quality_probe_vs_random.py --out OUT [--variants pahcl cycle_only sub_only] [--checkpoints best_model.pt]
-                                            [--random-seeds 0] [--json FILE]
+                                            [--random-seeds 0] [--crossfit] [--json FILE]
 
 For each task it fits chapter 14's `demo_probes` probe (standardised, class-balanced logistic regression, C picked on the
 validation split by AUROC) on the frozen embeddings of every checkpoint `OUT/pretrain/<variant>/<checkpoint>` and of a
 random encoder built from the same model config with each of `--random-seeds`, all on the same training cycles, and
 scores them on the task's test split (the bench's capped view) at the task's level: the AUROC of each, and the
 paired-bootstrap 95 % interval of their difference; for tasks of three or more classes (PASCAL), also each class's AUROC
-against the rest, with the number of test units of each class. A random encoder is one draw of many, so give several seeds to see
+against the rest, with the number of test units of each class; and, over all tasks, the mean AUROC difference with an
+interval whose bootstrap draws resample every task's units. `--crossfit` scores the validation split's subjects too
+(chapter 14's `crossfit_probe_predictions`: the test subjects get the C chosen on validation, the validation subjects the
+C chosen on test), which doubles the units of a comparison that the test split alone leaves wide. A random encoder is one draw of many, so give several seeds to see
 how far its probe moves from one draw to the next. Any pretraining run of the same architecture placed under
 OUT/pretrain can be compared, e.g. a longer one with epoch checkpoints (`pahcl pretrain ... --set training.save_interval=5`).
 """
 import argparse, json
 from pathlib import Path
-from pahcl.bench import demo_probes
-from pahcl.data import read_split
+from pahcl.bench import demo_probes, mean_auroc_difference
+from pahcl.data import read_split, task_info_json
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -25,6 +28,7 @@ def main():
     ap.add_argument('--variants', nargs='+', default=['pahcl', 'cycle_only', 'sub_only'], help='pretraining runs under OUT/pretrain')
     ap.add_argument('--checkpoints', nargs='+', default=['best_model.pt'], help='checkpoint file names in each variant')
     ap.add_argument('--random-seeds', type=int, nargs='+', default=[0], help='seeds of the random encoders (and of probes and bootstrap)')
+    ap.add_argument('--crossfit', action='store_true', help='score the validation subjects too, each split with the C the other chose')
     ap.add_argument('--json', help='also write the full result (intervals, balanced accuracies) to this file')
     a = ap.parse_args()
     out = Path(a.out)
@@ -34,9 +38,18 @@ def main():
                                  "(or name the variants and checkpoints that exist under OUT/pretrain)")
     tasks = [t.name for t in sorted((out/'tasks').iterdir()) if (t/'test.csv').exists()]
     ext = {t: read_split(out/'tasks'/t, 'test')[0] for t in tasks}
-    res = {s: demo_probes(paths, out/'tasks', ext, tasks, seed=s) for s in a.random_seeds}
+    caches = {}                          # each checkpoint is embedded once, whatever the number of random seeds
+    res = {s: demo_probes(paths, out/'tasks', ext, tasks, seed=s, crossfit=a.crossfit, keep_predictions=True,
+                          caches=caches) for s in a.random_seeds}
+    mean = {s: {n: mean_auroc_difference([(r[n][t]['pretrained_pred'], r[n][t]['random_pred'], t,
+                                           task_info_json(out/'tasks'/t)['label_map']) for t in tasks], seed=s) for n in paths}
+            for s, r in res.items()}
+    for r in res.values():               # the prediction frames served the mean; the JSON keeps the figures
+        for n in paths:
+            for t in tasks: r[n][t].pop('pretrained_pred'); r[n][t].pop('random_pred')
+    if a.crossfit: print('(cross-fitted: the validation and test subjects of each task are scored)\n')
     first = res[a.random_seeds[0]]
-    print('| task (test units) | encoder | AUROC | ' + ' | '.join(f'random seed {s}: AUROC, difference [95 % interval]' for s in a.random_seeds) + ' |')
+    print(f"| task ({'validation and test' if a.crossfit else 'test'} units) | encoder | AUROC | " + ' | '.join(f'random seed {s}: AUROC, difference [95 % interval]' for s in a.random_seeds) + ' |')
     print('|---|---|---|' + '---|' * len(a.random_seeds))
     for t in tasks:
         for n in paths:
@@ -52,6 +65,16 @@ def main():
         print('|---|' + '---|' * len(units))
         rows = [(n, first[n][t]['pretrained']) for n in paths] + [(f'random seed {s}', res[s][n0][t]['random']) for s in a.random_seeds]
         for n, r in rows: print(f'| {n} | ' + ' | '.join(f"{r['class_auroc'][c]:.3f}" if c in r['class_auroc'] else '–' for c in units) + ' |')
-    if a.json: Path(a.json).write_text(json.dumps({str(s): r for s, r in res.items()}, indent=1))
+    avg = lambda r, k: sum(r[t][k]['auroc'] for t in tasks) / len(tasks)
+    print(f'\n| mean over the {len(tasks)} tasks | encoder | AUROC | ' + ' | '.join(f'random seed {s}: AUROC, difference [95 % interval]'
+                                                                        for s in a.random_seeds) + ' |')
+    print('|---|---|---|' + '---|' * len(a.random_seeds))
+    for n in paths:
+        cells = [f"{avg(res[s][n], 'random'):.3f}, {mean[s][n][0]:+.3f} [{mean[s][n][1][0]:+.3f}, {mean[s][n][1][1]:+.3f}]"
+                 for s in a.random_seeds]
+        print(f"| {', '.join(tasks)} | {n} | {avg(first[n], 'pretrained'):.3f} | " + ' | '.join(cells) + ' |')
+    if a.json: Path(a.json).write_text(json.dumps({str(s): dict(r, mean_difference={n: dict(zip(('difference', 'difference_ci'), mean[s][n]))
+                                                                                  for n in paths}, crossfit=a.crossfit)
+                                                   for s, r in res.items()}, indent=1))
 
 if __name__ == '__main__': main()
