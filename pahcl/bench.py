@@ -851,11 +851,16 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
                                                       'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}']), preset)
     ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
-    pr = demo_probes({'best': ps['best_model'], 'last': out/'pretrain'/'last.pt'}, downstream, ext, tasks, seed, n_boot)
+    pr = demo_probes({'best': ps['best_model'], 'last': out/'pretrain'/'last.pt'}, downstream, ext, tasks, seed, n_boot, keep_predictions=True)
+    lmaps = {t: task_info_json(downstream/t)['label_map'] for t in tasks}
+    probes_mean = {w: dict(zip(('difference', 'difference_ci'), mean_auroc_difference(
+        [(pr[w][t].pop('pretrained_pred'), pr[w][t].pop('random_pred'), t, lmaps[t]) for t in tasks], n_boot, seed))) for w in pr}
     probes, probes_last = pr['best'], pr['last']                # best_model.pt, and the end of the schedule
     for t, v in probes.items():
         say(f"      {t} linear probe AUROC: pretrained {v['pretrained']['auroc']:.3f}, random encoder {v['random']['auroc']:.3f}, "
             f"difference {v['difference']:+.3f} [{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}]")
+    m = probes_mean['best']
+    say(f"      mean over the {len(tasks)} tasks: difference {m['difference']:+.3f} [{m['difference_ci'][0]:+.3f}, {m['difference_ci'][1]:+.3f}]")
     res = {t: {} for t in tasks}
     for t in tasks:
         lmap = task_info_json(downstream/t)['label_map']
@@ -883,7 +888,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             say(f"      {t} {mode}: AUROC {v['auroc']:.3f} [{v['auroc_ci'][0]:.3f}, {v['auroc_ci'][1]:.3f}], balanced accuracy "
                 f"{v['balanced_accuracy']:.3f} [{v['balanced_accuracy_ci'][0]:.3f}, {v['balanced_accuracy_ci'][1]:.3f}] "
                 f"(chance {v['chance']:.3f}) on {v['units']} {v['level']}s: {'beats chance' if v['beats_chance'] else 'NOT clearly above chance'}")
-    result = dict(tasks=res, probes=probes, probes_last=probes_last, pretrain_best_epoch=ps['best_epoch'], all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
+    result = dict(tasks=res, probes=probes, probes_last=probes_last, probes_mean=probes_mean, pretrain_best_epoch=ps['best_epoch'], all_beat_chance=all(v['beats_chance'] for m in res.values() for v in m.values()),
                   minutes=round((time.perf_counter() - t0) / 60, 2), seed=seed, test_seed=test_seed, scale=scale, test_scale=test_scale,
                   preset=preset, pretrain_epochs=pretrain_epochs, pretrain_best=ps['best'], min_steps=min_steps, linear_min_steps=linear_min_steps, shot_ratio=shot_ratio,
                   n_boot=n_boot, data_root=str(data_root), test_root=str(test_root), torch=torch.__version__, threads=torch.get_num_threads())
@@ -908,6 +913,10 @@ def format_demo(res:dict) -> str:
         for t, v in res[key].items():
             lines.append(f"| {t} | {ci(v['pretrained'], 'auroc')} | {ci(v['random'], 'auroc')} | {v['difference']:+.3f} "
                          f"[{v['difference_ci'][0]:+.3f}, {v['difference_ci'][1]:+.3f}] |")
+        m = res.get('probes_mean', {}).get('best' if key == 'probes' else 'last')
+        if m: lines.append(f"| mean over the tasks | {np.mean([v['pretrained']['auroc'] for v in res[key].values()]):.3f} | "
+                           f"{np.mean([v['random']['auroc'] for v in res[key].values()]):.3f} | {m['difference']:+.3f} "
+                           f"[{m['difference_ci'][0]:+.3f}, {m['difference_ci'][1]:+.3f}] |")
     return '\n'.join(lines)
 
 # %% ../nbs/14_benchmarks.ipynb #7f3a901c

@@ -183,6 +183,9 @@ def test_bench_demo_end_to_end(pahcl, tiny_demo, tmp_path):
     assert set(pr) == {'pretrained', 'random', 'difference', 'difference_ci'} and pr['pretrained']['units'] == pr['random']['units'] == 12
     assert pr['difference'] == pytest.approx(pr['pretrained']['auroc'] - pr['random']['auroc'])
     assert set(res['probes_last']['physionet2016']) == set(pr) and res['pretrain_best_epoch'] >= 0   # last.pt probed too
+    m = res['probes_mean']['best']           # one task: the mean over the tasks is its difference
+    assert m['difference'] == pytest.approx(pr['difference']) and m['difference_ci'][0] <= m['difference'] <= m['difference_ci'][1]
     assert (tmp_path/'d'/'demo_modes.md').read_text().count('| physionet2016 |') == 6        # four modes, best_model and last.pt probes
+    assert (tmp_path/'d'/'demo_modes.md').read_text().count('| mean over the tasks |') == 2
     r = pahcl('bench', 'demo', '--data-root', tmp_path/'nowhere', '--test-root', ext, '--out', tmp_path/'e')
     assert r.returncode == 2 and 'nowhere' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
