@@ -23,7 +23,8 @@ __all__ = ['QUALITY_METHODS', 'SCORING_LEVEL', 'ANCHORS', 'PROBE_C', 'DEMO_MODES
            'recording_features', 'classical_features', 'fit_probe', 'plan_steps', 'pretrain_rate', 'finetune_rate',
            'quality_probe', 'format_quality', 'quality_targets', 'embed_rate', 'bench_quality', 'plot_quality',
            'primary_interval', 'unit_bootstrap', 'paired_auroc_difference', 'mean_auroc_difference', 'cached_embedder',
-           'probe_predictions', 'crossfit_probe_predictions', 'demo_probes', 'bench_demo', 'format_demo', 'plot_demo']
+           'probe_predictions', 'crossfit_probe_predictions', 'demo_probes', 'pop_mean_differences', 'bench_demo',
+           'format_demo', 'plot_demo']
 
 # %% ../nbs/14_benchmarks.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -339,18 +340,28 @@ PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)
 def fit_probe(X, y, X_val, val_score, Cs=PROBE_C, seed:int=42, num_classes:int|None=None):
     """(fitted pipeline, chosen C, its val score): StandardScaler + balanced LogisticRegression, C in `Cs` maximising
     `val_score(prob)`, `prob` having a column per class (`num_classes` of them; a class absent from `y` scores 0)."""
+    best = None
+    for C in Cs:
+        clf = _logistic_probe(X, y, C, seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            s = _score_or_worst(val_score(_full_prob(clf, X_val, num_classes or int(max(y)) + 1)))
+        if best is None or s > best[2]: best = (clf, C, s)
+    return best
+
+def _logistic_probe(X, y, C:float, seed:int):
+    "StandardScaler + class-balanced LogisticRegression with `C`, fitted on (X, y) (its convergence warnings silenced)."
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    best = None
-    for C in Cs:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight='balanced', random_state=seed))
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            clf.fit(X, y); s = val_score(_full_prob(clf, X_val, num_classes or int(max(y)) + 1))
-        s = -math.inf if s is None or not np.isfinite(s) else s
-        if best is None or s > best[2]: best = (clf, C, s)
-    return best
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight='balanced', random_state=seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return clf.fit(X, y)
+
+def _score_or_worst(s) -> float:
+    "A score to maximise, with None or NaN (a metric undefined on these units) as the worst."
+    return -math.inf if s is None or not np.isfinite(s) else s
 
 def _full_prob(clf, X, C:int) -> np.ndarray:
     "predict_proba of `clf` with a column for every one of the `C` classes (a class absent from training gets 0)."
@@ -772,12 +783,10 @@ def crossfit_probe_predictions(embed, train:pd.DataFrame, val:pd.DataFrame, test
     is scored by a probe whose C its own split chose, and the comparison has the units of both splits."""
     K, y = len(label_map), train.label_id.to_numpy(int)
     Z = {k: embed(df) for k, df in (('train', train), ('val', val), ('test', test))}
-    def auroc(df, p):
-        s = quality_metrics(evaluate_predictions(_frame(df, p, label_map), task, label_map), task)['auroc']
-        return -math.inf if s is None or not np.isfinite(s) else s
+    auroc = lambda df, p: _score_or_worst(quality_metrics(evaluate_predictions(_frame(df, p, label_map), task, label_map), task)['auroc'])
     probs = []                                   # per C: (probabilities on val, on test), one fit on train each
     for C in PROBE_C:
-        clf = fit_probe(Z['train'], y, Z['val'], lambda p: 0.0, Cs=(C,), seed=seed, num_classes=K)[0]
+        clf = _logistic_probe(Z['train'], y, C, seed)
         probs.append((_full_prob(clf, Z['val'], K), _full_prob(clf, Z['test'], K)))
     on_val = int(np.argmax([auroc(val, pv) for pv, _ in probs]))     # the first C of the best score, as fit_probe
     on_test = int(np.argmax([auroc(test, pt) for _, pt in probs]))
@@ -799,12 +808,13 @@ def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int
     cfgs = {json.dumps(e.config, sort_keys=True, default=str) for e in encs.values()}
     if len(cfgs) > 1: raise ValueError(f'demo_probes compares checkpoints of one architecture; {list(encs)} differ in their model config')
     torch.manual_seed(seed); rnd = build_encoder(next(iter(encs.values())).config).eval()
-    embed = {n: cached_embedder(e, None if caches is None else caches.setdefault(n, {})) for n, e in encs.items()}     # the two CirCor tasks share their new recordings
+    # the two CirCor tasks share their new recordings; `caches` carries the checkpoints' embeddings to the next call
+    embed = {n: cached_embedder(e, None if caches is None else caches.setdefault(n, {})) for n, e in encs.items()}
     embed_rnd, out = cached_embedder(rnd), {n: {} for n in encs}
+    probe = crossfit_probe_predictions if crossfit else probe_predictions
     for t in tasks:
         lmap = task_info_json(Path(downstream)/t)['label_map']
         tr, va = read_split(Path(downstream)/t, 'train')[0], read_split(Path(downstream)/t, 'val')[0]
-        probe = crossfit_probe_predictions if crossfit else probe_predictions
         rp = probe(embed_rnd, tr, va, ext[t], t, lmap, seed)
         rb = unit_bootstrap(rp, t, lmap, n_boot, seed)
         for n in encs:
@@ -813,6 +823,15 @@ def demo_probes(checkpoints, downstream, ext:dict, tasks, seed:int=0, n_boot:int
             out[n][t] = dict(pretrained=unit_bootstrap(pp, t, lmap, n_boot, seed), random=rb, difference=diff, difference_ci=dci,
                              **(dict(pretrained_pred=pp, random_pred=rp) if keep_predictions else {}))
     return out[''] if single else out
+
+def pop_mean_differences(probes:dict, downstream, tasks, n_boot:int=500, seed:int=0) -> dict:
+    """{checkpoint name: dict(difference, difference_ci)}, `mean_auroc_difference` over `tasks` of the result of
+    `demo_probes({name: path, ...}, downstream, ..., keep_predictions=True)`, whose prediction frames it removes."""
+    from pahcl.data import task_info_json
+    lmaps = {t: task_info_json(Path(downstream)/t)['label_map'] for t in tasks}
+    return {n: dict(zip(('difference', 'difference_ci'), mean_auroc_difference(
+                [(r[t].pop('pretrained_pred'), r[t].pop('random_pred'), t, lmaps[t]) for t in tasks], n_boot, seed)))
+            for n, r in probes.items()}
 
 # %% ../nbs/14_benchmarks.ipynb #2d1beb08
 def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='small', test_scale:str='medium', seed:int=0,
@@ -852,9 +871,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
     pr = demo_probes({'best': ps['best_model'], 'last': out/'pretrain'/'last.pt'}, downstream, ext, tasks, seed, n_boot, keep_predictions=True)
-    lmaps = {t: task_info_json(downstream/t)['label_map'] for t in tasks}
-    probes_mean = {w: dict(zip(('difference', 'difference_ci'), mean_auroc_difference(
-        [(pr[w][t].pop('pretrained_pred'), pr[w][t].pop('random_pred'), t, lmaps[t]) for t in tasks], n_boot, seed))) for w in pr}
+    probes_mean = pop_mean_differences(pr, downstream, tasks, n_boot, seed)
     probes, probes_last = pr['best'], pr['last']                # best_model.pt, and the end of the schedule
     for t, v in probes.items():
         say(f"      {t} linear probe AUROC: pretrained {v['pretrained']['auroc']:.3f}, random encoder {v['random']['auroc']:.3f}, "

@@ -19,8 +19,8 @@ OUT/pretrain can be compared, e.g. a longer one with epoch checkpoints (`pahcl p
 """
 import argparse, json
 from pathlib import Path
-from pahcl.bench import demo_probes, mean_auroc_difference
-from pahcl.data import read_split, task_info_json
+from pahcl.bench import demo_probes, pop_mean_differences
+from pahcl.data import read_split
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -41,12 +41,7 @@ def main():
     caches = {}                          # each checkpoint is embedded once, whatever the number of random seeds
     res = {s: demo_probes(paths, out/'tasks', ext, tasks, seed=s, crossfit=a.crossfit, keep_predictions=True,
                           caches=caches) for s in a.random_seeds}
-    mean = {s: {n: mean_auroc_difference([(r[n][t]['pretrained_pred'], r[n][t]['random_pred'], t,
-                                           task_info_json(out/'tasks'/t)['label_map']) for t in tasks], seed=s) for n in paths}
-            for s, r in res.items()}
-    for r in res.values():               # the prediction frames served the mean; the JSON keeps the figures
-        for n in paths:
-            for t in tasks: r[n][t].pop('pretrained_pred'); r[n][t].pop('random_pred')
+    mean = {s: pop_mean_differences(r, out/'tasks', tasks, seed=s) for s, r in res.items()}   # the JSON keeps figures, not frames
     if a.crossfit: print('(cross-fitted: the validation and test subjects of each task are scored)\n')
     first = res[a.random_seeds[0]]
     print(f"| task ({'validation and test' if a.crossfit else 'test'} units) | encoder | AUROC | " + ' | '.join(f'random seed {s}: AUROC, difference [95 % interval]' for s in a.random_seeds) + ' |')
@@ -70,11 +65,11 @@ def main():
                                                                         for s in a.random_seeds) + ' |')
     print('|---|---|---|' + '---|' * len(a.random_seeds))
     for n in paths:
-        cells = [f"{avg(res[s][n], 'random'):.3f}, {mean[s][n][0]:+.3f} [{mean[s][n][1][0]:+.3f}, {mean[s][n][1][1]:+.3f}]"
+        cells = [f"{avg(res[s][n], 'random'):.3f}, {mean[s][n]['difference']:+.3f} "
+                 f"[{mean[s][n]['difference_ci'][0]:+.3f}, {mean[s][n]['difference_ci'][1]:+.3f}]"
                  for s in a.random_seeds]
         print(f"| {', '.join(tasks)} | {n} | {avg(first[n], 'pretrained'):.3f} | " + ' | '.join(cells) + ' |')
-    if a.json: Path(a.json).write_text(json.dumps({str(s): dict(r, mean_difference={n: dict(zip(('difference', 'difference_ci'), mean[s][n]))
-                                                                                  for n in paths}, crossfit=a.crossfit)
+    if a.json: Path(a.json).write_text(json.dumps({str(s): dict(r, mean_difference=mean[s], crossfit=a.crossfit)
                                                    for s, r in res.items()}, indent=1))
 
 if __name__ == '__main__': main()
