@@ -119,6 +119,8 @@ STEP = textwrap.dedent('''
     r['loss'].backward()
     if rank == 0:
         torch.save({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, sys.argv[1])
+    if world > 1:                                   # leave together: a rank that exits while the other is busy can abort
+        torch.distributed.barrier(); torch.distributed.destroy_process_group()
 ''')
 
 def test_torchrun_two_processes_match_one(tmp_path):
