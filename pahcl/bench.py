@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .ssm import (_peak_rss_mb, bench_scan, resolve_scan_impl, selective_scan, _mambapy_scan,
-                       _scan_inputs, selective_scan_ref, _mamba_ssm_fn)
+                       _scan_inputs, selective_scan_ref, _mamba_ssm_fn, reuse_freed_memory)
 from .models import build_encoder, resolve_model_config, MODEL_PRESETS
 from .files import write_atomic
 from .metrics import evaluate_predictions, predictions_frame
@@ -120,6 +120,7 @@ def _time_steps(models:dict, x, steps:int, device) -> dict:
 # %% ../nbs/14_benchmarks.ipynb #01ba98b4
 def _peak_child(cfg, which, batch, n_samples, device, q, mambapy_bidirectional=None):
     try:
+        reuse_freed_memory()                                     # as pretrain and finetune run
         torch.manual_seed(0)
         enc, opt = _build(cfg, which, device, mambapy_bidirectional)
         _train_step(enc, opt, torch.randn(1, 1, n_samples, device=device))
@@ -181,6 +182,7 @@ def bench_encoder(model_cfg=None, batch:int=32, n_samples:int=4000, steps:int=3,
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     cfg = resolve_model_config(model_cfg)
     say = print if verbose else (lambda *a, **k: None)
+    reuse_freed_memory()                                         # as pretrain and finetune run (chapter 7)
     if include_mambapy and _mambapy_scan() is None:
         raise ValueError('include_mambapy=True needs the mambapy package (pip install mambapy), or pass include_mambapy=False')
     if include_mambapy and cfg['encoder_type'] != 'cnn_mamba':

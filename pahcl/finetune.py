@@ -16,6 +16,7 @@ from .files import write_atomic
 from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycles
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,
                      CheckpointError)
+from .ssm import reuse_freed_memory
 from .pretrain import seed_everything, lr_scheduler, init_distributed, is_distributed, reduce_mean, setup_logger
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
@@ -166,6 +167,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=seed)
     if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
     seed_everything(seed)
+    reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
     model, info = build_classifier(cfg, pretrained, from_scratch)
     mode = 'linear' if linear_eval else ('fewshot' if few_shot_ratio is not None else 'finetune')
     if linear_eval: freeze_encoder(model)

@@ -17,6 +17,7 @@ from .data import (read_processed, subject_split, task_subjects, read_split, tas
                    ContrastiveCollate, make_loader, set_epoch, RecordingPairs)
 from .models import (build_encoder, ProjectionHead, pool_substructures, save_checkpoint, load_checkpoint,
                      apply_preset, load_encoder_only)
+from .ssm import reuse_freed_memory
 
 # %% auto #0
 __all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'init_distributed', 'PretrainError', 'is_distributed',
@@ -336,6 +337,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     sets = (knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed, int(ev.get('knn_min_subjects', 0)), log)
             if (exclude_tasks_dir and ev['knn']) else {})
     seed_everything(seed)
+    reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
     model = build_pahcl(cfg).to(dev)
     if world > 1 and dev.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     mom = MomentumQueue(model, cfg['projection']['output_dim'], cfg['momentum']['queue_size'], cfg['momentum']['momentum']).to(dev) \

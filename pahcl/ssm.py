@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'load_scan_kernel', 'resolve_scan_impl', 'selective_scan', 'RMSNorm',
-           'MambaBlock', 'bench_scan']
+           'MambaBlock', 'reuse_freed_memory', 'bench_scan']
 
 # %% ../nbs/07_ssm.ipynb #5741e9d6
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
@@ -159,10 +159,12 @@ static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction b
 }
 static inline d4 vexp(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp(x[i]); return r; }
 static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <= 0): y = k + f, k = round(y), |f| <= 1/2,
-  y = y > 127.0f ? bc<f8>(127.0f) : y;         //   2^f by a degree-6 polynomial fitted on [-1/2, 1/2] (0.8 ulp), times 2^k
+  // 2^f by a degree-6 polynomial fitted on [-1/2, 1/2] (0.8 ulp), times 2^k. With AVX-512, vscalefps needs no clamping:
+  // it underflows to 0 and overflows to inf as exp does (the clamp cost 2 of the state update's 16 instructions).
 #ifdef __AVX512F__
   const f8 k = (f8)_mm512_roundscale_ps((__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
+  y = y > 127.0f ? bc<f8>(127.0f) : y;
   y = y < -126.0f ? bc<f8>(-126.0f) : y;       // 2^-126, the smallest normal float: a state that has decayed to nothing
   const f8 k = (y + 12582912.0f) - 12582912.0f;             // round to nearest: adding 1.5 · 2^23 pushes the fraction out
 #endif
@@ -235,7 +237,7 @@ static inline V raw_delta(const T* dl, const T* Lm, const V* Wv, int64_t R, V bv
 template <typename T>
 static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm, const T* Wt, int64_t R,
                      int64_t sBt, int64_t sBb,
-                     const T* Dp, const T* z, const T* dbias, int softplus, T* y, T* hc, T alpha, int reverse,
+                     const T* Dp, const T* z, const T* dbias, int softplus, T* y, T* hc, T alpha, int reverse, int acc,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
   // Chunk-major, like the backward pass: for each chunk of `chunk` tokens, every channel vector of the slice in turn.
   // A token's channels are contiguous, so the chunk's rows stream through the cache; walking one channel vector along
@@ -285,7 +287,7 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
           V out = ys[i - j0] + Dv * ld<V>(u + o, cnt);
           if (z) { const V zz = ld<V>(z + o, cnt); out = out * zz * sigm(zz); }
-          st(y + o, out * alpha, cnt);
+          st(y + o, acc ? ld<V>(y + o, cnt) + out * alpha : out * alpha, cnt);   // acc: add to y (a second direction)
         }
       }
     }
@@ -295,7 +297,7 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
 template <typename T>
 static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm, const T* Wt, int64_t R,
                      int64_t sBt, int64_t sBb,
-                     const T* Dp, const T* z, const T* dbias, int softplus, const T* hc, const T* dy, T alpha, int reverse,
+                     const T* Dp, const T* z, const T* dbias, int softplus, const T* hc, const T* dy, T alpha, int reverse, int acc,
                      T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
   // Chunk-major: for each chunk of time (last first), every channel vector of the slice recomputes the chunk's states
@@ -354,7 +356,8 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
             V s0{}, s1{}; int64_t n = 0;
             for (; n + 2 <= N; n += 2) { s0 += ht[n] * Ct[n]; s1 += ht[n + 1] * Ct[n + 1]; }
             if (n < N) s0 += ht[n] * Ct[n];
-            st(dz + o, dyv * (s0 + s1 + Dv * uu) * sg * (1 + zz * (1 - sg)), cnt);   // silu'(z) = σ(z)(1 + z(1 - σ(z)))
+            const V g = dyv * (s0 + s1 + Dv * uu) * sg * (1 + zz * (1 - sg));        // silu'(z) = σ(z)(1 + z(1 - σ(z)))
+            st(dz + o, acc ? ld<V>(dz + o, cnt) + g : g, cnt);                           // acc: add to dz
             yd = dyv * zz * sg;
           }
           yds[j] = yd; dD += yd * uu;
@@ -432,30 +435,36 @@ static void conv_fwd(const T* x, const T* w, const T* bias, T* out, int reverse,
 }
 
 template <typename T>
-static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int reverse, T* dx, T* dwp, T* dbp,
+static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int reverse, int acc, T* dx, T* dwp, T* dbp,
                      int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t i0, int64_t i1) {
-  // dwp: (Bs, Kc, D), dbp: (Bs, D) per-row partial sums. Step i adds w[k] g_i to dx of step i - (Kc-1) + k; the
-  // row of step i is first written (k = Kc - 1) at step i itself, the earlier ones are still in cache.
+  // dwp: (Bs, Kc, D), dbp: (Bs, D) per-row partial sums. Gather form: step i forms g_i, the gradient at the conv's
+  // output, keeps it in a ring of the last Kc steps, and finishes dx of step m = i - (Kc-1), dx_m = Σ_k w[k] g_{m+Kc-1-k}
+  // (steps past the end count as 0): every dx row is written once and never read back.
   typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
   const int64_t ds = slice_width(D, S, W);
-  std::vector<V> dwv, dbv;
+  std::vector<V> dwv, dbv, ring;
   for (int64_t item = i0; item < i1; ++item) {
     const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds), nv = ce > cs ? (ce - cs + W - 1) / W : 0;
-    dwv.assign(Kc * nv, V{}); dbv.assign(nv, V{});
+    dwv.assign(Kc * nv, V{}); dbv.assign(nv, V{}); ring.assign(Kc * nv, V{});
     auto off = [&](int64_t i) { return (b * L + (reverse ? L - 1 - i : i)) * D; };
-    for (int64_t i = 0; i < L; ++i) {
+    for (int64_t i = 0; i < L + Kc - 1; ++i) {
+      V* gi = ring.data() + (i % Kc) * nv;
+      const int64_t m = i - (Kc - 1), k0 = std::max<int64_t>(0, Kc - 1 - i);
       for (int64_t c0 = cs, v = 0; c0 < ce; c0 += W, ++v) {
         const int cnt = (int)std::min<int64_t>(W, D - c0);
-        const int64_t k0 = std::max<int64_t>(0, Kc - 1 - i);
-        V pre = ld<V>(bias + c0, cnt);
-        for (int64_t k = k0; k < Kc; ++k) pre += ld<V>(w + k * D + c0, cnt) * ld<V>(x + off(i - (Kc - 1) + k) + c0, cnt);
-        const V sg = sigm(pre), g = ld<V>(dout + off(i) + c0, cnt) * sg * (1 + pre * (1 - sg));
-        dbv[v] += g;
-        for (int64_t k = k0; k < Kc; ++k) {
-          const int64_t o = off(i - (Kc - 1) + k) + c0;
-          dwv[k * nv + v] += g * ld<V>(x + o, cnt);
-          const V c = ld<V>(w + k * D + c0, cnt) * g;
-          st(dx + o, k == Kc - 1 ? c : ld<V>(dx + o, cnt) + c, cnt);
+        if (i < L) {
+          V pre = ld<V>(bias + c0, cnt);
+          for (int64_t k = k0; k < Kc; ++k) pre += ld<V>(w + k * D + c0, cnt) * ld<V>(x + off(i - (Kc - 1) + k) + c0, cnt);
+          const V sg = sigm(pre), g = ld<V>(dout + off(i) + c0, cnt) * sg * (1 + pre * (1 - sg));
+          dbv[v] += g;
+          for (int64_t k = k0; k < Kc; ++k) dwv[k * nv + v] += g * ld<V>(x + off(i - (Kc - 1) + k) + c0, cnt);
+          gi[v] = g;
+        } else gi[v] = V{};
+        if (m >= 0) {
+          V sum{};
+          for (int64_t k = 0; k < Kc; ++k) sum += ld<V>(w + k * D + c0, cnt) * ring[((i - k) % Kc) * nv + v];
+          T* p = dx + off(m) + c0;
+          st(p, acc ? ld<V>(p, cnt) + sum : sum, cnt);   // acc: add to dx (a second direction)
         }
       }
     }
@@ -492,22 +501,22 @@ extern "C" int pahcl_openmp() {
 #define PAHCL_EXPORT(T, S_)                                                                                    \
 extern "C" void ssm_fwd_##S_(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm,     \
     const T* Wt, int64_t R, int64_t sBt, int64_t sBb, const T* Dp, const T* z, const T* dbias, int64_t softplus, T* y, T* hc, double alpha,          \
-    int64_t reverse, int64_t Bs, int64_t D,                                                                    \
+    int64_t reverse, int64_t acc, int64_t Bs, int64_t D,                                                                    \
     int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t nt, int64_t i0, int64_t i1) {                      \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { scan_fwd<T>(u, dl, At, Bm, Cm, Lm, Wt, R, sBt, sBb, Dp, z, dbias, (int)softplus, y, hc, (T)alpha, \
-      (int)reverse, Bs, D, L, N, chunk, S, a, e); }); }                                                       \
+      (int)reverse, (int)acc, Bs, D, L, N, chunk, S, a, e); }); }                                                       \
 extern "C" void ssm_bwd_##S_(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm,     \
     const T* Wt, int64_t R, int64_t sBt, int64_t sBb, const T* Dp, const T* z, const T* dbias, int64_t softplus, const T* hc, const T* dy,          \
-    double alpha, int64_t reverse, T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp, \
+    double alpha, int64_t reverse, int64_t acc, T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp, \
     int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t nt, int64_t i0, int64_t i1) { \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { scan_bwd<T>(u, dl, At, Bm, Cm, Lm, Wt, R, sBt, sBb, Dp, z, dbias, (int)softplus, hc, dy, \
-      (T)alpha, (int)reverse, du, ddl, dAp, dDp, dz, dBp, dCp, dbp, dLp, dWp, Bs, D, L, N, chunk, S, a, e); }); }                      \
+      (T)alpha, (int)reverse, (int)acc, du, ddl, dAp, dDp, dz, dBp, dCp, dbp, dLp, dWp, Bs, D, L, N, chunk, S, a, e); }); }                      \
 extern "C" void conv_fwd_##S_(const T* x, const T* w, const T* bias, T* out, int64_t reverse,                  \
     int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t nt, int64_t i0, int64_t i1) {             \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_fwd<T>(x, w, bias, out, (int)reverse, Bs, D, L, Kc, S, a, e); }); } \
-extern "C" void conv_bwd_##S_(const T* x, const T* w, const T* bias, const T* dout, int64_t reverse, T* dx,    \
+extern "C" void conv_bwd_##S_(const T* x, const T* w, const T* bias, const T* dout, int64_t reverse, int64_t acc, T* dx,    \
     T* dwp, T* dbp, int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t nt, int64_t i0, int64_t i1) { \
-  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_bwd<T>(x, w, bias, dout, (int)reverse, dx, dwp, dbp, Bs, D, L, Kc, S, a, e); }); }
+  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_bwd<T>(x, w, bias, dout, (int)reverse, (int)acc, dx, dwp, dbp, Bs, D, L, Kc, S, a, e); }); }
 PAHCL_EXPORT(float, f32)
 PAHCL_EXPORT(double, f64)
 '''
@@ -516,9 +525,9 @@ PAHCL_EXPORT(double, f64)
 _FLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-ffp-contract=fast']
 _FLAG_TRIES = (['-fopenmp', '-march=native'], ['-fopenmp'], ['-march=native'], [])
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*10,
-                 ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I] + [_P]*10 + [_I]*9,
-                 conv_fwd=[_P]*4 + [_I]*9, conv_bwd=[_P]*4 + [_I] + [_P]*3 + [_I]*8)
+_ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*11,
+                 ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I, _I] + [_P]*10 + [_I]*9,
+                 conv_fwd=[_P]*4 + [_I]*9, conv_bwd=[_P]*4 + [_I, _I] + [_P]*3 + [_I]*8)
 
 def _cache_dir() -> Path:
     return Path(os.environ.get('PAHCL_CACHE_DIR') or Path.home()/'.cache'/'pahcl')/'kernels'
@@ -618,7 +627,7 @@ class _ScanGate(torch.autograd.Function):
         At = A.t().contiguous()                                                    # (d_state, d_inner)
         y, hc = torch.empty_like(u), u.new_empty(b, -(-L // chunk), n, d)
         _call('ssm_fwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, delta_softplus, y, hc, float(alpha), reverse, b, d, L, n, chunk, S], b * S)
+                                   D, z, delta_bias, delta_softplus, y, hc, float(alpha), reverse, False, b, d, L, n, chunk, S], b * S)
         ctx.save_for_backward(u, delta, xdbl, Wt, At, D, z, delta_bias, hc)
         ctx.args = (float(alpha), reverse, chunk, S, delta_softplus)
         return y
@@ -636,7 +645,7 @@ class _ScanGate(torch.autograd.Function):
         dB, dC = u.new_empty(b, S, L, n), u.new_empty(b, S, L, n)
         dL, dWp = (u.new_empty(b, S, L, r), u.new_empty(b, r, d)) if Wt is not None else (None, None)
         _call('ssm_bwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, softplus, hc, dy, alpha, reverse, du, ddelta, dA, dD, dz, dB, dC, dbias,
+                                   D, z, delta_bias, softplus, hc, dy, alpha, reverse, False, du, ddelta, dA, dD, dz, dB, dC, dbias,
                                    dL, dWp, b, d, L, n, chunk, S], b * S)
         red = lambda x: x.sum(1) if S > 1 else x[:, 0]                            # partial sums of the channel slices
         dxdbl = torch.cat([ddelta if Wt is None else red(dL), red(dB), red(dC)], -1)
@@ -661,7 +670,7 @@ class _ConvSilu(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors; reverse, S, wshape = ctx.args
         b, L, d = x.shape; k = w.shape[0]
         dx, dw, db = torch.empty_like(x), x.new_empty(b, k, d), x.new_empty(b, d)
-        _call('conv_bwd', x.dtype, [x, w, bias, dout.contiguous(), reverse, dx, dw, db, b, d, L, k, S], b * S)
+        _call('conv_bwd', x.dtype, [x, w, bias, dout.contiguous(), reverse, False, dx, dw, db, b, d, L, k, S], b * S)
         return dx, dw.sum(0).t().reshape(wshape), db.sum(0), None
 
 # %% ../nbs/07_ssm.ipynb #e4de9228
@@ -750,6 +759,58 @@ class RMSNorm(nn.RMSNorm):
         return _RMSNormFn.apply(x, self.weight, torch.finfo(x.dtype).eps if self.eps is None else self.eps)
 
 # %% ../nbs/07_ssm.ipynb #122c4bb9
+class _MixerScan(torch.autograd.Function):
+    """The C++ path of a Mamba block's mixer between in_proj and out_proj, both reading directions in one Function:
+    per direction silu(depthwise conv(x)), x_proj, and the gated scan, times `alpha`, summed into one output.
+    x, z: (batch, L, d_inner); `params`: 7 tensors per direction (conv weight (d, 1, k), conv bias, x_proj weight
+    (r + 2 n, d), dt_proj weight (d, r), dt_proj bias, A (d, n), D); the second direction reads from the last token.
+    The second direction's kernels add into the first one's y, dz and dx, and the x_proj gradient is added into du
+    in place (addmm_), so autograd is left none of the (batch, L, d_inner) sums that separate directions need."""
+    @staticmethod
+    def forward(ctx, x, z, alpha:float, chunk:int, *params):
+        x, z = x.contiguous(), z.contiguous()
+        b, L, d = x.shape; S = _slices(b, d); ndir = len(params) // 7
+        y, saved = torch.empty_like(x), []
+        for k in range(ndir):
+            cw, cb, xw, dtw, dtb, A, D = params[7 * k:7 * k + 7]
+            kc, n, rev = cw.shape[-1], A.shape[1], k == 1
+            w, xc = cw.reshape(d, kc).t().contiguous(), torch.empty_like(x)                 # w: (k, d)
+            _call('conv_fwd', x.dtype, [x, w, cb, xc, rev, b, d, L, kc, S], b * S)
+            xdbl = (xc.view(-1, d) @ xw.t()).view(b, L, -1)                                # (batch, L, r + 2 n)
+            r = xdbl.shape[-1] - 2 * n
+            hc, At, Wt = x.new_empty(b, -(-L // chunk), n, d), A.t().contiguous(), dtw.t().contiguous()   # kept alive
+            _call('ssm_fwd', x.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, y, hc,
+                                       float(alpha), rev, k > 0, b, d, L, n, chunk, S], b * S)
+            saved += [w, xc, xdbl, hc]
+        ctx.save_for_backward(x, z, *params, *saved)
+        ctx.args = (float(alpha), chunk, S, ndir)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        alpha, chunk, S, ndir = ctx.args
+        x, z, *rest = ctx.saved_tensors
+        b, L, d = x.shape; dy = dy.contiguous()
+        dx, dz, grads = torch.empty_like(x), torch.empty_like(z), []
+        red = lambda t: t.sum(1) if S > 1 else t[:, 0]                                     # partial sums of the channel slices
+        for k in range(ndir):
+            cw, cb, xw, dtw, dtb, A, D = rest[7 * k:7 * k + 7]
+            w, xc, xdbl, hc = rest[7 * ndir + 4 * k:7 * ndir + 4 * k + 4]
+            kc, n, rev = w.shape[0], A.shape[1], k == 1
+            r = xdbl.shape[-1] - 2 * n
+            du, dA, dD, dbias = torch.empty_like(x), x.new_empty(b, n, d), x.new_empty(b, d), x.new_empty(b, d)
+            dB, dC, dL, dWp = x.new_empty(b, S, L, n), x.new_empty(b, S, L, n), x.new_empty(b, S, L, r), x.new_empty(b, r, d)
+            At, Wt = A.t().contiguous(), dtw.t().contiguous()                              # kept alive for the call
+            _call('ssm_bwd', x.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, hc, dy,
+                                       alpha, rev, k > 0, du, None, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
+            dxdbl = torch.cat([red(dL), red(dB), red(dC)], -1).view(-1, r + 2 * n)
+            du.view(-1, d).addmm_(dxdbl, xw)                                                  # + x_proj's share of dL/dxc
+            dw, dcb = x.new_empty(b, kc, d), x.new_empty(b, d)
+            _call('conv_bwd', x.dtype, [x, w, cb, du, rev, k > 0, dx, dw, dcb, b, d, L, kc, S], b * S)
+            grads += [dw.sum(0).t().reshape(cw.shape), dcb.sum(0), dxdbl.t() @ xc.view(-1, d), dWp.sum(0).t(),
+                      dbias.sum(0), dA.sum(0).t(), dD.sum(0)]
+        return (dx, dz, None, None, *grads)
+
 class _ScanDirection(nn.Module):
     "Causal depthwise conv, SiLU, input-dependent Δ, B, C and the scan over one reading direction."
     def __init__(self, d_inner:int, d_state:int, d_conv:int, dt_rank:int, dt_min=0.001, dt_max=0.1, dt_floor=1e-4):
@@ -770,16 +831,7 @@ class _ScanDirection(nn.Module):
         L, R, N = x.shape[1], self.dt_rank, self.d_state
         hi = lambda p: p.to(torch.promote_types(p.dtype, torch.float32))             # at least float32
         A = -torch.exp(hi(self.A_log))                                               # (d_inner, d_state), < 0
-        impl = resolve_scan_impl(impl, x.device)
-        if impl == 'cpp':                  # channels-last throughout: no transposes, no flips, conv/D/gate in C++
-            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-            with torch.autocast(x.device.type, enabled=False):
-                x, z = x.to(dtype), z.to(dtype)
-                xc = _ConvSilu.apply(x, self.conv1d.weight.to(dtype), self.conv1d.bias.to(dtype), reverse)
-                xdbl = F.linear(xc, self.x_proj.weight.to(dtype))                     # (batch, L, dt_rank + 2 d_state)
-                y = _ScanGate.apply(xc, xdbl, self.dt_proj.weight.to(dtype), A.to(dtype), self.D.to(dtype), z,
-                                    self.dt_proj.bias.to(dtype), True, alpha, reverse, SCAN_CHUNK)  # Δ = xΔ W_Δᵀ inside
-            return y.to(z.dtype if z.dtype == x.dtype else x.dtype)
+        impl = resolve_scan_impl(impl, x.device)     # (a MambaBlock with the C++ kernel goes through _MixerScan instead)
         x, z = x.transpose(1, 2), z.transpose(1, 2)                                  # (batch, d_inner, L)
         if reverse: x, z = x.flip(-1), z.flip(-1)
         x = F.silu(self.conv1d(x)[..., :L])                                          # causal: drop the look-ahead
@@ -808,6 +860,16 @@ class MambaBlock(nn.Module):
         "The mixer without norm and residual: (batch, L, d_model) → (batch, L, d_model)."
         W = self.in_proj.weight                       # x and z by two products: each comes out contiguous
         x, z = F.linear(h, W[:self.d_inner]), F.linear(h, W[self.d_inner:])          # (batch, L, d_inner) each
+        if resolve_scan_impl(self.scan_impl, x.device) == 'cpp':   # both directions in one Function, channels-last
+            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            ps = []
+            for m in [self.fwd] + ([self.bwd] if self.bwd is not None else []):
+                ps += [m.conv1d.weight, m.conv1d.bias, m.x_proj.weight, m.dt_proj.weight, m.dt_proj.bias,
+                       -torch.exp(m.A_log.to(dtype)), m.D]
+            with torch.autocast(x.device.type, enabled=False):
+                y = _MixerScan.apply(x.to(dtype), z.to(dtype), 0.5 if self.bwd is not None else 1.0, SCAN_CHUNK,
+                                     *[p.to(dtype) for p in ps])
+            return self.out_proj(y.to(x.dtype))
         if self.bwd is None: return self.out_proj(self.fwd(x, z, self.scan_impl))
         y = self.fwd(x, z, self.scan_impl, alpha=0.5) + self.bwd(x, z, self.scan_impl, reverse=True, alpha=0.5)
         return self.out_proj(y)
@@ -817,6 +879,21 @@ class MambaBlock(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f'MambaBlock: expected input (batch, L, d_model={self.d_model}), got shape {tuple(x.shape)}')
         return x + self.mix(self.norm(x))
+
+# %% ../nbs/07_ssm.ipynb #4f935439
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3                 # mallopt's parameter numbers (malloc.h)
+
+def reuse_freed_memory(mmap_threshold:int=32 * 2**20, trim_threshold:int=2**30) -> bool:
+    """Make glibc's malloc keep freed memory for reuse: blocks up to `mmap_threshold` bytes come from its heap, and up
+    to `trim_threshold` bytes free at the top of the heap stay there. True when set; False elsewhere than Linux with
+    glibc, or with PAHCL_MALLOC_TUNING=0 in the environment."""
+    for name, v in dict(mmap_threshold=mmap_threshold, trim_threshold=trim_threshold).items():
+        if not 0 < int(v) < 2**31: raise ValueError(f'reuse_freed_memory: {name} must be between 1 and 2**31 - 1 bytes, got {v}')
+    if os.environ.get('PAHCL_MALLOC_TUNING', '1').lower() in ('0', 'false', 'no', 'off'): return False
+    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc': return False
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False
+    return all(libc.mallopt(k, ctypes.c_int(int(v))) == 1 for k, v in ((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold)))
 
 # %% ../nbs/07_ssm.ipynb #4ef7a4dc
 def _mambapy_scan():
