@@ -237,7 +237,7 @@ static inline V raw_delta(const T* dl, const T* Lm, const V* Wv, int64_t R, V bv
 template <typename T>
 static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm, const T* Wt, int64_t R,
                      int64_t sBt, int64_t sBb,
-                     const T* Dp, const T* z, const T* dbias, int softplus, T* y, T* hc, T alpha, int reverse, int acc,
+                     const T* Dp, const T* z, const T* dbias, int softplus, T* y, T* hc, T alpha, int reverse, int acc, int64_t ldz,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
   // Chunk-major, like the backward pass: for each chunk of `chunk` tokens, every channel vector of the slice in turn.
   // A token's channels are contiguous, so the chunk's rows stream through the cache; walking one channel vector along
@@ -266,7 +266,7 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
           const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
           dts[i - j0] = dt; xs[i - j0] = dt * ld<V>(u + o, cnt);
-          pf(u, o + W); pf(z, o + W); pf(y, o + W, 1);        // the next channel vector's lines of this token
+          pf(u, o + W); pf(z, (b * L + t) * ldz + c0 + W); pf(y, o + W, 1);   // the next channel vector's lines of this token
         }
         for (int64_t i = j0; i < j1; ++i) {                  // 2. the recurrence
           const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
@@ -286,7 +286,7 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
         for (int64_t i = j0; i < j1; ++i) {                  // 3. + D u_t, · silu(z_t)
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0;
           V out = ys[i - j0] + Dv * ld<V>(u + o, cnt);
-          if (z) { const V zz = ld<V>(z + o, cnt); out = out * zz * sigm(zz); }
+          if (z) { const V zz = ld<V>(z + (b * L + t) * ldz + c0, cnt); out = out * zz * sigm(zz); }   // z, dz: rows ldz apart
           st(y + o, acc ? ld<V>(y + o, cnt) + out * alpha : out * alpha, cnt);   // acc: add to y (a second direction)
         }
       }
@@ -297,7 +297,7 @@ static void scan_fwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
 template <typename T>
 static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm, const T* Wt, int64_t R,
                      int64_t sBt, int64_t sBb,
-                     const T* Dp, const T* z, const T* dbias, int softplus, const T* hc, const T* dy, T alpha, int reverse, int acc,
+                     const T* Dp, const T* z, const T* dbias, int softplus, const T* hc, const T* dy, T alpha, int reverse, int acc, int64_t ldz,
                      T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp,
                      int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t i0, int64_t i1) {
   // Chunk-major: for each chunk of time (last first), every channel vector of the slice recomputes the chunk's states
@@ -336,7 +336,8 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
           const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
           drs[j] = dr; dts[j] = dt; xs[j] = dt * ld<V>(u + o, cnt);
-          pf(u, o + W); pf(z, o + W); pf(dy, o + W); pf(dz, o + W, 1); pf(du, o + W, 1);
+          const int64_t oz = (b * L + t) * ldz + c0;
+          pf(u, o + W); pf(z, oz + W); pf(dy, o + W); pf(dz, oz + W, 1); pf(du, o + W, 1);
         }
         for (int64_t i = j0; i < j1; ++i) {                  // recompute the chunk's states: hs[j+1] = h_t
           const int64_t t = reverse ? L - 1 - i : i, j = i - j0;
@@ -352,12 +353,13 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const T* Ct = Cm + b * sBb + t * sBt; const V* ht = hs + (j + 1) * N;
           V yd = dyv;
           if (z) {
-            const V zz = ld<V>(z + o, cnt), sg = sigm(zz);
+            const int64_t oz = (b * L + t) * ldz + c0;
+            const V zz = ld<V>(z + oz, cnt), sg = sigm(zz);
             V s0{}, s1{}; int64_t n = 0;
             for (; n + 2 <= N; n += 2) { s0 += ht[n] * Ct[n]; s1 += ht[n + 1] * Ct[n + 1]; }
             if (n < N) s0 += ht[n] * Ct[n];
             const V g = dyv * (s0 + s1 + Dv * uu) * sg * (1 + zz * (1 - sg));        // silu'(z) = σ(z)(1 + z(1 - σ(z)))
-            st(dz + o, acc ? ld<V>(dz + o, cnt) + g : g, cnt);                           // acc: add to dz
+            st(dz + oz, acc ? ld<V>(dz + oz, cnt) + g : g, cnt);                         // acc: add to dz
             yd = dyv * zz * sg;
           }
           yds[j] = yd; dD += yd * uu;
@@ -414,13 +416,13 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
 // out[t] = silu(bias + sum_k w[k] x[t - (Kc-1) + k]) in reading order (causal; anti-causal when reverse).
 // Time outside, channels inside: every step reads and writes whole contiguous rows of the (batch, L, D) tensors.
 template <typename T>
-static void conv_fwd(const T* x, const T* w, const T* bias, T* out, int reverse,
+static void conv_fwd(const T* x, const T* w, const T* bias, T* out, int reverse, int64_t ldx,
                      int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t i0, int64_t i1) {
   typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
   const int64_t ds = slice_width(D, S, W);
   for (int64_t item = i0; item < i1; ++item) {
     const int64_t b = item / S, s = item % S, ce = std::min(D, (s + 1) * ds);
-    auto row = [&](int64_t i) { return x + (b * L + (reverse ? L - 1 - i : i)) * D; };
+    auto row = [&](int64_t i) { return x + (b * L + (reverse ? L - 1 - i : i)) * ldx; };   // x's rows are ldx apart
     for (int64_t i = 0; i < L; ++i) {
       T* o = out + (b * L + (reverse ? L - 1 - i : i)) * D;
       for (int64_t c0 = s * ds; c0 < ce; c0 += W) {
@@ -435,7 +437,7 @@ static void conv_fwd(const T* x, const T* w, const T* bias, T* out, int reverse,
 }
 
 template <typename T>
-static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int reverse, int acc, T* dx, T* dwp, T* dbp,
+static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int reverse, int acc, int64_t ldx, T* dx, T* dwp, T* dbp,
                      int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t i0, int64_t i1) {
   // dwp: (Bs, Kc, D), dbp: (Bs, D) per-row partial sums. Gather form: step i forms g_i, the gradient at the conv's
   // output, keeps it in a ring of the last Kc steps, and finishes dx of step m = i - (Kc-1), dx_m = Σ_k w[k] g_{m+Kc-1-k}
@@ -447,6 +449,7 @@ static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int r
     const int64_t b = item / S, s = item % S, cs = s * ds, ce = std::min(D, (s + 1) * ds), nv = ce > cs ? (ce - cs + W - 1) / W : 0;
     dwv.assign(Kc * nv, V{}); dbv.assign(nv, V{}); ring.assign(Kc * nv, V{});
     auto off = [&](int64_t i) { return (b * L + (reverse ? L - 1 - i : i)) * D; };
+    auto offx = [&](int64_t i) { return (b * L + (reverse ? L - 1 - i : i)) * ldx; };   // x's and dx's rows are ldx apart
     for (int64_t i = 0; i < L + Kc - 1; ++i) {
       V* gi = ring.data() + (i % Kc) * nv;
       const int64_t m = i - (Kc - 1), k0 = std::max<int64_t>(0, Kc - 1 - i);
@@ -454,16 +457,16 @@ static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int r
         const int cnt = (int)std::min<int64_t>(W, D - c0);
         if (i < L) {
           V pre = ld<V>(bias + c0, cnt);
-          for (int64_t k = k0; k < Kc; ++k) pre += ld<V>(w + k * D + c0, cnt) * ld<V>(x + off(i - (Kc - 1) + k) + c0, cnt);
+          for (int64_t k = k0; k < Kc; ++k) pre += ld<V>(w + k * D + c0, cnt) * ld<V>(x + offx(i - (Kc - 1) + k) + c0, cnt);
           const V sg = sigm(pre), g = ld<V>(dout + off(i) + c0, cnt) * sg * (1 + pre * (1 - sg));
           dbv[v] += g;
-          for (int64_t k = k0; k < Kc; ++k) dwv[k * nv + v] += g * ld<V>(x + off(i - (Kc - 1) + k) + c0, cnt);
+          for (int64_t k = k0; k < Kc; ++k) dwv[k * nv + v] += g * ld<V>(x + offx(i - (Kc - 1) + k) + c0, cnt);
           gi[v] = g;
         } else gi[v] = V{};
         if (m >= 0) {
           V sum{};
           for (int64_t k = 0; k < Kc; ++k) sum += ld<V>(w + k * D + c0, cnt) * ring[((i - k) % Kc) * nv + v];
-          T* p = dx + off(m) + c0;
+          T* p = dx + offx(m) + c0;
           st(p, acc ? ld<V>(p, cnt) + sum : sum, cnt);   // acc: add to dx (a second direction)
         }
       }
@@ -501,22 +504,22 @@ extern "C" int pahcl_openmp() {
 #define PAHCL_EXPORT(T, S_)                                                                                    \
 extern "C" void ssm_fwd_##S_(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm,     \
     const T* Wt, int64_t R, int64_t sBt, int64_t sBb, const T* Dp, const T* z, const T* dbias, int64_t softplus, T* y, T* hc, double alpha,          \
-    int64_t reverse, int64_t acc, int64_t Bs, int64_t D,                                                                    \
+    int64_t reverse, int64_t acc, int64_t ldz, int64_t Bs, int64_t D,                                                                    \
     int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t nt, int64_t i0, int64_t i1) {                      \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { scan_fwd<T>(u, dl, At, Bm, Cm, Lm, Wt, R, sBt, sBb, Dp, z, dbias, (int)softplus, y, hc, (T)alpha, \
-      (int)reverse, (int)acc, Bs, D, L, N, chunk, S, a, e); }); }                                                       \
+      (int)reverse, (int)acc, ldz, Bs, D, L, N, chunk, S, a, e); }); }                                                       \
 extern "C" void ssm_bwd_##S_(const T* u, const T* dl, const T* At, const T* Bm, const T* Cm, const T* Lm,     \
     const T* Wt, int64_t R, int64_t sBt, int64_t sBb, const T* Dp, const T* z, const T* dbias, int64_t softplus, const T* hc, const T* dy,          \
-    double alpha, int64_t reverse, int64_t acc, T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp, \
+    double alpha, int64_t reverse, int64_t acc, int64_t ldz, T* du, T* ddl, T* dAp, T* dDp, T* dz, T* dBp, T* dCp, T* dbp, T* dLp, T* dWp, \
     int64_t Bs, int64_t D, int64_t L, int64_t N, int64_t chunk, int64_t S, int64_t nt, int64_t i0, int64_t i1) { \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { scan_bwd<T>(u, dl, At, Bm, Cm, Lm, Wt, R, sBt, sBb, Dp, z, dbias, (int)softplus, hc, dy, \
-      (T)alpha, (int)reverse, (int)acc, du, ddl, dAp, dDp, dz, dBp, dCp, dbp, dLp, dWp, Bs, D, L, N, chunk, S, a, e); }); }                      \
-extern "C" void conv_fwd_##S_(const T* x, const T* w, const T* bias, T* out, int64_t reverse,                  \
+      (T)alpha, (int)reverse, (int)acc, ldz, du, ddl, dAp, dDp, dz, dBp, dCp, dbp, dLp, dWp, Bs, D, L, N, chunk, S, a, e); }); }                      \
+extern "C" void conv_fwd_##S_(const T* x, const T* w, const T* bias, T* out, int64_t reverse, int64_t ldx,                  \
     int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t nt, int64_t i0, int64_t i1) {             \
-  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_fwd<T>(x, w, bias, out, (int)reverse, Bs, D, L, Kc, S, a, e); }); } \
-extern "C" void conv_bwd_##S_(const T* x, const T* w, const T* bias, const T* dout, int64_t reverse, int64_t acc, T* dx,    \
+  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_fwd<T>(x, w, bias, out, (int)reverse, ldx, Bs, D, L, Kc, S, a, e); }); } \
+extern "C" void conv_bwd_##S_(const T* x, const T* w, const T* bias, const T* dout, int64_t reverse, int64_t acc, int64_t ldx, T* dx,    \
     T* dwp, T* dbp, int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t nt, int64_t i0, int64_t i1) { \
-  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_bwd<T>(x, w, bias, dout, (int)reverse, (int)acc, dx, dwp, dbp, Bs, D, L, Kc, S, a, e); }); }
+  run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_bwd<T>(x, w, bias, dout, (int)reverse, (int)acc, ldx, dx, dwp, dbp, Bs, D, L, Kc, S, a, e); }); }
 PAHCL_EXPORT(float, f32)
 PAHCL_EXPORT(double, f64)
 '''
@@ -525,9 +528,9 @@ PAHCL_EXPORT(double, f64)
 _FLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-ffp-contract=fast']
 _FLAG_TRIES = (['-fopenmp', '-march=native'], ['-fopenmp'], ['-march=native'], [])
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*11,
-                 ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I, _I] + [_P]*10 + [_I]*9,
-                 conv_fwd=[_P]*4 + [_I]*9, conv_bwd=[_P]*4 + [_I, _I] + [_P]*3 + [_I]*8)
+_ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*12,
+                 ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I, _I, _I] + [_P]*10 + [_I]*9,
+                 conv_fwd=[_P]*4 + [_I]*10, conv_bwd=[_P]*4 + [_I]*3 + [_P]*3 + [_I]*8)
 
 def _cache_dir() -> Path:
     return Path(os.environ.get('PAHCL_CACHE_DIR') or Path.home()/'.cache'/'pahcl')/'kernels'
@@ -627,7 +630,7 @@ class _ScanGate(torch.autograd.Function):
         At = A.t().contiguous()                                                    # (d_state, d_inner)
         y, hc = torch.empty_like(u), u.new_empty(b, -(-L // chunk), n, d)
         _call('ssm_fwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, delta_softplus, y, hc, float(alpha), reverse, False, b, d, L, n, chunk, S], b * S)
+                                   D, z, delta_bias, delta_softplus, y, hc, float(alpha), reverse, False, d, b, d, L, n, chunk, S], b * S)
         ctx.save_for_backward(u, delta, xdbl, Wt, At, D, z, delta_bias, hc)
         ctx.args = (float(alpha), reverse, chunk, S, delta_softplus)
         return y
@@ -645,7 +648,7 @@ class _ScanGate(torch.autograd.Function):
         dB, dC = u.new_empty(b, S, L, n), u.new_empty(b, S, L, n)
         dL, dWp = (u.new_empty(b, S, L, r), u.new_empty(b, r, d)) if Wt is not None else (None, None)
         _call('ssm_bwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, softplus, hc, dy, alpha, reverse, False, du, ddelta, dA, dD, dz, dB, dC, dbias,
+                                   D, z, delta_bias, softplus, hc, dy, alpha, reverse, False, d, du, ddelta, dA, dD, dz, dB, dC, dbias,
                                    dL, dWp, b, d, L, n, chunk, S], b * S)
         red = lambda x: x.sum(1) if S > 1 else x[:, 0]                            # partial sums of the channel slices
         dxdbl = torch.cat([ddelta if Wt is None else red(dL), red(dB), red(dC)], -1)
@@ -661,7 +664,7 @@ class _ConvSilu(torch.autograd.Function):
         x = x.contiguous(); b, L, d = x.shape; k = weight.shape[-1]; S = _slices(b, d)
         w = weight.reshape(d, k).t().contiguous()                                  # (k, d)
         out = torch.empty_like(x)
-        _call('conv_fwd', x.dtype, [x, w, bias, out, reverse, b, d, L, k, S], b * S)
+        _call('conv_fwd', x.dtype, [x, w, bias, out, reverse, d, b, d, L, k, S], b * S)
         ctx.save_for_backward(x, w, bias); ctx.args = (reverse, S, weight.shape)
         return out
 
@@ -670,7 +673,7 @@ class _ConvSilu(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors; reverse, S, wshape = ctx.args
         b, L, d = x.shape; k = w.shape[0]
         dx, dw, db = torch.empty_like(x), x.new_empty(b, k, d), x.new_empty(b, d)
-        _call('conv_bwd', x.dtype, [x, w, bias, dout.contiguous(), reverse, False, dx, dw, db, b, d, L, k, S], b * S)
+        _call('conv_bwd', x.dtype, [x, w, bias, dout.contiguous(), reverse, False, d, dx, dw, db, b, d, L, k, S], b * S)
         return dx, dw.sum(0).t().reshape(wshape), db.sum(0), None
 
 # %% ../nbs/07_ssm.ipynb #e4de9228
@@ -762,54 +765,61 @@ class RMSNorm(nn.RMSNorm):
 class _MixerScan(torch.autograd.Function):
     """The C++ path of a Mamba block's mixer between in_proj and out_proj, both reading directions in one Function:
     per direction silu(depthwise conv(x)), x_proj, and the gated scan, times `alpha`, summed into one output.
-    x, z: (batch, L, d_inner); `params`: 7 tensors per direction (conv weight (d, 1, k), conv bias, x_proj weight
-    (r + 2 n, d), dt_proj weight (d, r), dt_proj bias, A (d, n), D); the second direction reads from the last token.
-    The second direction's kernels add into the first one's y, dz and dx, and the x_proj gradient is added into du
-    in place (addmm_), so autograd is left none of the (batch, L, d_inner) sums that separate directions need."""
+    xz: (batch, L, 2 d_inner), in_proj's output whole: x, then z, in each row (the kernels read both in place);
+    `params`: 7 tensors per direction (conv weight (d, 1, k), conv bias, x_proj weight (r + 2 n, d), dt_proj weight
+    (d, r), dt_proj bias, A (d, n), D); the second direction reads from the last token. Returns (batch, L, d_inner).
+    The second direction's kernels add into the first one's y, dz and dx, the x_proj gradient is added into du in
+    place (addmm_), and dx and dz are written side by side as in_proj's output gradient: autograd is left none of
+    the (batch, L, d_inner) sums and copies that separate directions and separate x and z would need."""
     @staticmethod
-    def forward(ctx, x, z, alpha:float, chunk:int, *params):
-        x, z = x.contiguous(), z.contiguous()
-        b, L, d = x.shape; S = _slices(b, d); ndir = len(params) // 7
-        y, saved = torch.empty_like(x), []
+    def forward(ctx, xz, alpha:float, chunk:int, *params):
+        xz = xz.contiguous()
+        b, L, d2 = xz.shape; d = d2 // 2; S = _slices(b, d); ndir = len(params) // 7
+        x, z = xz[..., :d], xz[..., d:]                                                   # views, rows 2 d apart
+        y, saved = xz.new_empty(b, L, d), []
         for k in range(ndir):
             cw, cb, xw, dtw, dtb, A, D = params[7 * k:7 * k + 7]
             kc, n, rev = cw.shape[-1], A.shape[1], k == 1
-            w, xc = cw.reshape(d, kc).t().contiguous(), torch.empty_like(x)                 # w: (k, d)
-            _call('conv_fwd', x.dtype, [x, w, cb, xc, rev, b, d, L, kc, S], b * S)
+            w, xc = cw.reshape(d, kc).t().contiguous(), torch.empty_like(y)                 # w: (k, d)
+            _call('conv_fwd', xz.dtype, [x, w, cb, xc, rev, d2, b, d, L, kc, S], b * S)
             xdbl = (xc.view(-1, d) @ xw.t()).view(b, L, -1)                                # (batch, L, r + 2 n)
             r = xdbl.shape[-1] - 2 * n
-            hc, At, Wt = x.new_empty(b, -(-L // chunk), n, d), A.t().contiguous(), dtw.t().contiguous()   # kept alive
-            _call('ssm_fwd', x.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, y, hc,
-                                       float(alpha), rev, k > 0, b, d, L, n, chunk, S], b * S)
+            hc, At, Wt = xz.new_empty(b, -(-L // chunk), n, d), A.t().contiguous(), dtw.t().contiguous()   # kept alive
+            _call('ssm_fwd', xz.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r,
+                                        xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, y, hc, float(alpha), rev, k > 0, d2,
+                                        b, d, L, n, chunk, S], b * S)
             saved += [w, xc, xdbl, hc]
-        ctx.save_for_backward(x, z, *params, *saved)
+        ctx.save_for_backward(xz, *params, *saved)
         ctx.args = (float(alpha), chunk, S, ndir)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         alpha, chunk, S, ndir = ctx.args
-        x, z, *rest = ctx.saved_tensors
-        b, L, d = x.shape; dy = dy.contiguous()
-        dx, dz, grads = torch.empty_like(x), torch.empty_like(z), []
+        xz, *rest = ctx.saved_tensors
+        b, L, d2 = xz.shape; d = d2 // 2; dy = dy.contiguous()
+        x, z = xz[..., :d], xz[..., d:]
+        dxz, grads = torch.empty_like(xz), []
+        dx, dz = dxz[..., :d], dxz[..., d:]
         red = lambda t: t.sum(1) if S > 1 else t[:, 0]                                     # partial sums of the channel slices
         for k in range(ndir):
             cw, cb, xw, dtw, dtb, A, D = rest[7 * k:7 * k + 7]
             w, xc, xdbl, hc = rest[7 * ndir + 4 * k:7 * ndir + 4 * k + 4]
             kc, n, rev = w.shape[0], A.shape[1], k == 1
             r = xdbl.shape[-1] - 2 * n
-            du, dA, dD, dbias = torch.empty_like(x), x.new_empty(b, n, d), x.new_empty(b, d), x.new_empty(b, d)
-            dB, dC, dL, dWp = x.new_empty(b, S, L, n), x.new_empty(b, S, L, n), x.new_empty(b, S, L, r), x.new_empty(b, r, d)
+            du, dA, dD, dbias = torch.empty_like(dy), xz.new_empty(b, n, d), xz.new_empty(b, d), xz.new_empty(b, d)
+            dB, dC, dL, dWp = xz.new_empty(b, S, L, n), xz.new_empty(b, S, L, n), xz.new_empty(b, S, L, r), xz.new_empty(b, r, d)
             At, Wt = A.t().contiguous(), dtw.t().contiguous()                              # kept alive for the call
-            _call('ssm_bwd', x.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, hc, dy,
-                                       alpha, rev, k > 0, du, None, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
+            _call('ssm_bwd', xz.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r,
+                                        xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, hc, dy, alpha, rev, k > 0, d2,
+                                        du, None, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
             dxdbl = torch.cat([red(dL), red(dB), red(dC)], -1).view(-1, r + 2 * n)
             du.view(-1, d).addmm_(dxdbl, xw)                                                  # + x_proj's share of dL/dxc
-            dw, dcb = x.new_empty(b, kc, d), x.new_empty(b, d)
-            _call('conv_bwd', x.dtype, [x, w, cb, du, rev, k > 0, dx, dw, dcb, b, d, L, kc, S], b * S)
+            dw, dcb = xz.new_empty(b, kc, d), xz.new_empty(b, d)
+            _call('conv_bwd', xz.dtype, [x, w, cb, du, rev, k > 0, d2, dx, dw, dcb, b, d, L, kc, S], b * S)
             grads += [dw.sum(0).t().reshape(cw.shape), dcb.sum(0), dxdbl.t() @ xc.view(-1, d), dWp.sum(0).t(),
                       dbias.sum(0), dA.sum(0).t(), dD.sum(0)]
-        return (dx, dz, None, None, *grads)
+        return (dxz, None, None, *grads)
 
 class _ScanDirection(nn.Module):
     "Causal depthwise conv, SiLU, input-dependent Δ, B, C and the scan over one reading direction."
@@ -858,18 +868,19 @@ class MambaBlock(nn.Module):
 
     def mix(self, h):
         "The mixer without norm and residual: (batch, L, d_model) → (batch, L, d_model)."
-        W = self.in_proj.weight                       # x and z by two products: each comes out contiguous
-        x, z = F.linear(h, W[:self.d_inner]), F.linear(h, W[self.d_inner:])          # (batch, L, d_inner) each
-        if resolve_scan_impl(self.scan_impl, x.device) == 'cpp':   # both directions in one Function, channels-last
-            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        if resolve_scan_impl(self.scan_impl, h.device) == 'cpp':   # both directions in one Function, channels-last
+            xz = self.in_proj(h)                                      # (batch, L, 2 d_inner): x and z, one product
+            dtype = xz.dtype if xz.dtype in (torch.float32, torch.float64) else torch.float32
             ps = []
             for m in [self.fwd] + ([self.bwd] if self.bwd is not None else []):
                 ps += [m.conv1d.weight, m.conv1d.bias, m.x_proj.weight, m.dt_proj.weight, m.dt_proj.bias,
                        -torch.exp(m.A_log.to(dtype)), m.D]
-            with torch.autocast(x.device.type, enabled=False):
-                y = _MixerScan.apply(x.to(dtype), z.to(dtype), 0.5 if self.bwd is not None else 1.0, SCAN_CHUNK,
+            with torch.autocast(h.device.type, enabled=False):
+                y = _MixerScan.apply(xz.to(dtype), 0.5 if self.bwd is not None else 1.0, SCAN_CHUNK,
                                      *[p.to(dtype) for p in ps])
-            return self.out_proj(y.to(x.dtype))
+            return self.out_proj(y.to(xz.dtype))
+        W = self.in_proj.weight                       # x and z by two products: each comes out contiguous
+        x, z = F.linear(h, W[:self.d_inner]), F.linear(h, W[self.d_inner:])          # (batch, L, d_inner) each
         if self.bwd is None: return self.out_proj(self.fwd(x, z, self.scan_impl))
         y = self.fwd(x, z, self.scan_impl, alpha=0.5) + self.bwd(x, z, self.scan_impl, reverse=True, alpha=0.5)
         return self.out_proj(y)
