@@ -146,16 +146,25 @@ template <typename V, typename T> static inline void st(T* p, V v, int cnt) {
   if (cnt == (int)(sizeof(V) / sizeof(T))) std::memcpy(p, &v, sizeof(V)); else std::memcpy(p, &v, sizeof(T) * cnt); }
 
 static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction by ln 2, degree-7 polynomial, ~1 ulp
+#ifdef __AVX512F__                             // round and scale by the AVX-512 instructions: vrndscaleps, vscalefps
+  x = (f8)_mm512_max_ps(_mm512_min_ps((__m512)x, (__m512)bc<f8>(88.0f)), (__m512)bc<f8>(-104.0f));   // NaN-free at ±inf
+  const f8 kf = (f8)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
   const f8 lo = bc<f8>(-87.0f), hi = bc<f8>(88.0f);
   x = x < lo ? lo : x; x = x > hi ? hi : x;
   const i8 k = __builtin_convertvector(x * 1.44269504088896341f + 1000.5f, i8) - 1000;   // round(x / ln 2)
   const f8 kf = __builtin_convertvector(k, f8);
+#endif
   const f8 r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
   f8 p = bc<f8>(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f; p = p * r + 8.3334519073e-3f; p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f; p = p * r + 5.0000001201e-1f;
   p = p * (r * r) + r + 1.0f;
+#ifdef __AVX512F__
+  return (f8)_mm512_scalef_ps((__m512)p, (__m512)kf);       // times 2^k, underflow to 0 included
+#else
   return p * (f8)((k + 127) << 23);          // times 2^k
+#endif
 }
 static inline d4 vexp(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp(x[i]); return r; }
 static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <= 0): y = k + f, k = round(y), |f| <= 1/2,
@@ -479,6 +488,50 @@ static void conv_bwd(const T* x, const T* w, const T* bias, const T* dout, int r
   }
 }
 
+// RMSNorm over rows of D: y = x r w with r = 1/sqrt(mean(x²) + eps) (kept per row for the backward pass), and its
+// backward pass in one sweep per row: g = gy w, s = mean(g x r), gx = (g - x r s) r, and dL/dw = Σ_rows gy x r summed
+// into gwp, one row of partial sums per work item. A work item is a block of rows: rows [k R / K, (k+1) R / K) of K.
+template <typename T>
+static void rms_fwd(const T* x, const T* w, T eps, T* y, T* rstd, int64_t D, int64_t R, int64_t K, int64_t i0, int64_t i1) {
+  typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
+  for (int64_t k = i0; k < i1; ++k)
+    for (int64_t row = k * R / K; row < (k + 1) * R / K; ++row) {
+      const T* xr = x + row * D; T* yr = y + row * D; V a0{}, a1{};
+      int64_t c = 0;
+      for (; c + 2 * W <= D; c += 2 * W) { const V u = ld<V>(xr + c, W), v = ld<V>(xr + c + W, W); a0 += u * u; a1 += v * v; }
+      for (; c < D; c += W) { const V u = ld<V>(xr + c, (int)std::min<int64_t>(W, D - c)); a0 += u * u; }
+      const T r = 1 / std::sqrt(hsum<T>(a0 + a1) / D + eps);
+      rstd[row] = r;
+      for (c = 0; c < D; c += W) { const int cnt = (int)std::min<int64_t>(W, D - c); st(yr + c, ld<V>(xr + c, cnt) * r * ld<V>(w + c, cnt), cnt); }
+    }
+}
+
+template <typename T>
+static void rms_bwd(const T* x, const T* w, const T* rstd, const T* gy, T* gx, T* gwp, int64_t D, int64_t R, int64_t K,
+                    int64_t i0, int64_t i1) {
+  typedef typename VT<T>::V V; constexpr int W = VT<T>::W;
+  const int64_t nv = (D + W - 1) / W;
+  std::vector<V> gw(nv);
+  for (int64_t k = i0; k < i1; ++k) {
+    std::fill(gw.begin(), gw.end(), V{});
+    for (int64_t row = k * R / K; row < (k + 1) * R / K; ++row) {
+      const T* xr = x + row * D; const T* gr = gy + row * D; T* out = gx + row * D; const T r = rstd[row];
+      V a{};
+      for (int64_t c = 0, v = 0; c < D; c += W, ++v) {
+        const int cnt = (int)std::min<int64_t>(W, D - c);
+        const V xh = ld<V>(xr + c, cnt) * r, g = ld<V>(gr + c, cnt);
+        a += g * ld<V>(w + c, cnt) * xh; gw[v] += g * xh;
+      }
+      const T sm = hsum<T>(a) / D;
+      for (int64_t c = 0; c < D; c += W) {
+        const int cnt = (int)std::min<int64_t>(W, D - c);
+        st(out + c, (ld<V>(gr + c, cnt) * ld<V>(w + c, cnt) - ld<V>(xr + c, cnt) * (r * sm)) * r, cnt);
+      }
+    }
+    for (int64_t c = 0, v = 0; c < D; c += W, ++v) st(gwp + k * D + c, gw[v], (int)std::min<int64_t>(W, D - c));
+  }
+}
+
 template <typename F> static void run(int64_t nt, int64_t i0, int64_t i1, F f) {
 #ifdef _OPENMP
   if (nt > 1) {
@@ -520,6 +573,15 @@ extern "C" void conv_fwd_##S_(const T* x, const T* w, const T* bias, T* out, int
 extern "C" void conv_bwd_##S_(const T* x, const T* w, const T* bias, const T* dout, int64_t reverse, int64_t acc, int64_t ldx, T* dx,    \
     T* dwp, T* dbp, int64_t Bs, int64_t D, int64_t L, int64_t Kc, int64_t S, int64_t nt, int64_t i0, int64_t i1) { \
   run(nt, i0, i1, [&](int64_t a, int64_t e) { conv_bwd<T>(x, w, bias, dout, (int)reverse, (int)acc, ldx, dx, dwp, dbp, Bs, D, L, Kc, S, a, e); }); }
+#define PAHCL_EXPORT_RMS(T, S_)                                                                                \
+extern "C" void rms_fwd_##S_(const T* x, const T* w, double eps, T* y, T* rstd, int64_t D, int64_t R, int64_t K,   \
+    int64_t nt, int64_t i0, int64_t i1) {                                                                          \
+  run(nt, i0, i1, [&](int64_t a, int64_t e) { rms_fwd<T>(x, w, (T)eps, y, rstd, D, R, K, a, e); }); }            \
+extern "C" void rms_bwd_##S_(const T* x, const T* w, const T* rstd, const T* gy, T* gx, T* gwp, int64_t D, int64_t R, \
+    int64_t K, int64_t nt, int64_t i0, int64_t i1) {                                                               \
+  run(nt, i0, i1, [&](int64_t a, int64_t e) { rms_bwd<T>(x, w, rstd, gy, gx, gwp, D, R, K, a, e); }); }
+PAHCL_EXPORT_RMS(float, f32)
+PAHCL_EXPORT_RMS(double, f64)
 PAHCL_EXPORT(float, f32)
 PAHCL_EXPORT(double, f64)
 '''
@@ -530,7 +592,8 @@ _FLAG_TRIES = (['-fopenmp', '-march=native'], ['-fopenmp'], ['-march=native'], [
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 _ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*12,
                  ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I, _I, _I] + [_P]*10 + [_I]*9,
-                 conv_fwd=[_P]*4 + [_I]*10, conv_bwd=[_P]*4 + [_I]*3 + [_P]*3 + [_I]*8)
+                 conv_fwd=[_P]*4 + [_I]*10, conv_bwd=[_P]*4 + [_I]*3 + [_P]*3 + [_I]*8,
+                 rms_fwd=[_P, _P, _F, _P, _P] + [_I]*6, rms_bwd=[_P]*6 + [_I]*6)
 
 def _cache_dir() -> Path:
     return Path(os.environ.get('PAHCL_CACHE_DIR') or Path.home()/'.cache'/'pahcl')/'kernels'
@@ -738,21 +801,43 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 # %% ../nbs/07_ssm.ipynb #ab71acae
 class _RMSNormFn(torch.autograd.Function):
-    "y = x̂ · w with x̂ = x / sqrt(mean(x²) + eps) over the last dimension; the backward pass in closed form."
+    """y = x̂ · w with x̂ = x / sqrt(mean(x²) + eps) over the last dimension; the backward pass in closed form. With
+    the C++ kernel (CPU, float32/64) one sweep over the rows each way; else a few PyTorch operations."""
     @staticmethod
     def forward(ctx, x, weight, eps:float):
+        if _rms_kernel(x, weight):
+            x = x.contiguous(); D = x.shape[-1]; R = x.numel() // D; K = _row_blocks(R)
+            y, rstd = torch.empty_like(x), x.new_empty(x.shape[:-1] + (1,))
+            _call('rms_fwd', x.dtype, [x, weight, float(eps), y, rstd, D, R, K], K)
+            ctx.save_for_backward(x, rstd, weight); ctx.kernel = True
+            return y
         rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
         xhat = x * rstd
-        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.save_for_backward(xhat, rstd, weight); ctx.kernel = False
         return xhat * weight
 
     @staticmethod
     def backward(ctx, gy):
+        if ctx.kernel:
+            x, rstd, weight = ctx.saved_tensors
+            D = x.shape[-1]; R = x.numel() // D; K = _row_blocks(R)
+            gx, gwp = torch.empty_like(x), x.new_empty(K, D)
+            _call('rms_bwd', x.dtype, [x, weight, rstd, gy.contiguous(), gx, gwp, D, R, K], K)
+            return gx, gwp.sum(0) if ctx.needs_input_grad[1] else None, None
         xhat, rstd, weight = ctx.saved_tensors
         g = gy * weight
         gw = (gy * xhat).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
         s = torch.linalg.vecdot(g, xhat).unsqueeze(-1).div_(xhat.shape[-1])          # mean(g x̂)
         return torch.addcmul(g, xhat, s, value=-1).mul_(rstd), gw, None
+
+def _rms_kernel(x, weight) -> bool:
+    "Whether the C++ kernel takes this RMSNorm: CPU tensors of float32 or float64, one dtype, a kernel at hand."
+    return (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
+            and weight.is_contiguous() and x.numel() > 0 and load_scan_kernel() is not None)
+
+def _row_blocks(rows:int) -> int:
+    "Work items for the RMSNorm kernel: blocks of at least 64 rows, 4 per thread at most."
+    return max(1, min(4 * torch.get_num_threads(), rows // 64))
 
 class RMSNorm(nn.RMSNorm):
     "`nn.RMSNorm` with a fused backward pass (same parameter and state-dict keys); falls back to it under autocast."
