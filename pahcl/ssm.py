@@ -202,27 +202,21 @@ static inline f8 vrecip(f8 x) {               // 1/x: the CPU's reciprocal estim
 }
 static inline d4 vrecip(d4 x) { return 1 / x; }
 template <typename V> static inline V sigm(V x) { return vrecip(1 + vexp(-x)); }
-static inline f8 vlog(f8 x) {                  // Cephes logf for normal x > 0: x = m 2^e, polynomial in m - 1, ~1 ulp
-  const i8 xi = (i8)x;
-  i8 e = ((xi >> 23) & 0xff) - 126;
-  f8 m = (f8)((xi & 0x007fffff) | 0x3f000000);          // m in [0.5, 1)
-  const i8 small = m < 0.70710678f;                      // then use 2m - 1 and e - 1
-  e = e + small; m = m + (f8)(small & (i8)m) - 1.0f;
-  const f8 z = m * m;
-  f8 p = bc<f8>(7.0376836292e-2f);
-  p = p * m - 1.1514610310e-1f; p = p * m + 1.1676998740e-1f; p = p * m - 1.2420140846e-1f;
-  p = p * m + 1.4249322787e-1f; p = p * m - 1.6668057665e-1f; p = p * m + 2.0000714765e-1f;
-  p = p * m - 2.4999993993e-1f; p = p * m + 3.3333331174e-1f;
-  const f8 ef = __builtin_convertvector(e, f8);
-  const f8 y = p * m * z + ef * -2.12194440e-4f - 0.5f * z;
-  return m + y + ef * 0.693359375f;
+static inline f8 vsoftplus(f8 x, f8& sg) {    // max(x, 0) + log1p(w), w = exp(-|x|) in (0, 1], and its derivative σ(x):
+  const f8 w = vexp(x < 0 ? x : -x);           //   log1p(w) = w q(w), q of degree 9 fitted to log1p(w)/w on [0, 1]
+  f8 q = bc<f8>(-3.214036347e-03f);            //   (Chebyshev, 1.3e-8 relative; about 3 ulp evaluated in float32)
+  q = q * w + 1.964916661e-02f; q = q * w - 5.643502995e-02f; q = q * w + 1.053322852e-01f;
+  q = q * w - 1.525145173e-01f; q = q * w + 1.965149194e-01f; q = q * w - 2.494780868e-01f;
+  q = q * w + 3.332909942e-01f; q = q * w - 4.999985099e-01f; q = q * w + 1.0f;
+  const f8 r = vrecip(1.0f + w);
+  sg = x > 0 ? r : w * r;                      //   σ(x) = 1/(1 + w) for x > 0, w/(1 + w) otherwise
+  return (x > 0 ? x : f8{}) + w * q;
 }
-static inline f8 vsoftplus(f8 x) {             // max(x, 0) + log1p(exp(-|x|)), log1p(w) = log(1 + w) · w / ((1 + w) - 1)
-  const f8 w = vexp(x < 0 ? x : -x), u = 1.0f + w, d = u - 1.0f;
-  const f8 l = d == 0 ? w : vlog(u) * (w * vrecip(d));
-  return (x > 0 ? x : f8{}) + l;
-}
-static inline d4 vsoftplus(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::max(x[i], 0.0) + std::log1p(std::exp(-std::fabs(x[i]))); return r; }
+static inline f8 vsoftplus(f8 x) { f8 sg; return vsoftplus(x, sg); }
+static inline d4 vsoftplus(d4 x, d4& sg) {
+  d4 r; for (int i = 0; i < 4; ++i) { r[i] = std::max(x[i], 0.0) + std::log1p(std::exp(-std::fabs(x[i]))); sg[i] = 1 / (1 + std::exp(-x[i])); }
+  return r; }
+static inline d4 vsoftplus(d4 x) { d4 sg; return vsoftplus(x, sg); }
 template <typename T, typename V> static inline T hsum(V v) {
   T s = 0; for (int i = 0; i < (int)(sizeof(V) / sizeof(T)); ++i) s += v[i]; return s; }
 
@@ -343,8 +337,9 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
         for (int64_t n = 0; n < N; ++n) hs[n] = ld<V>(hk + n * D, cnt);
         for (int64_t i = j0; i < j1; ++i) {                  // Δ of the chunk's tokens, kept for the walk back
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
-          const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt), dt = softplus ? vsoftplus(dr) : dr;
-          drs[j] = dr; dts[j] = dt; xs[j] = dt * ld<V>(u + o, cnt);
+          const V dr = raw_delta<T, V>(dl, Lm, Wv, R, bv, o, b * sBb + t * sBt, cnt);
+          V sg = bc<V>((T)1); const V dt = softplus ? vsoftplus(dr, sg) : dr;
+          drs[j] = sg; dts[j] = dt; xs[j] = dt * ld<V>(u + o, cnt);     // drs: softplus' = σ (1 without softplus)
           const int64_t oz = (b * L + t) * ldz + c0;
           pf(u, o + W); pf(z, oz + W); pf(dy, o + W); pf(dz, oz + W, 1); pf(du, o + W, 1);
         }
@@ -396,8 +391,8 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
         }
         for (int64_t i = j0; i < j1; ++i) {                  // Δ's gradient, through the softplus and W_Δ; du
           const int64_t t = reverse ? L - 1 - i : i, o = (b * L + t) * D + c0, j = i - j0;
-          const V uu = ld<V>(u + o, cnt), gB = gBs[j], dr = drs[j];
-          const V gdr = softplus ? (ddts[j] + gB * uu) * sigm(dr) : ddts[j] + gB * uu;   // softplus' = σ
+          const V uu = ld<V>(u + o, cnt), gB = gBs[j];
+          const V gdr = (ddts[j] + gB * uu) * drs[j];
           db += gdr;
           if (Wt) {                                          // Δ = W_Δ xΔ_t: dW_Δ += gdr xΔ_t, dxΔ_t += W_Δᵀ gdr
             const T* lt = Lm + b * sBb + t * sBt; V* aL = accL + j * RL;
