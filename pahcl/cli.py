@@ -431,7 +431,16 @@ def main(argv=None) -> int:
     "Entry point of the `pahcl` console script and of `python -m pahcl`."
     p = build_parser()
     args = p.parse_args(argv)
-    try: return args.func(args) or 0
+    try: rc = args.func(args) or 0
     except user_errors() as e:
         print(f'pahcl {args.command}: error: {e}', file=sys.stderr)
         return 2
+    _leave_process_group()
+    return rc
+
+def _leave_process_group():
+    """Under torchrun, after a command that succeeded: wait for every process, then close the process group, so that
+    no process exits (and tears down its connections) while another is still writing its results."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(); dist.destroy_process_group()

@@ -437,6 +437,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
                    seconds=round(time.perf_counter() - t_start, 1), world_size=world, stopped_early=stopped_early,
                    last=history[-1] if history else None)
     if rank == 0: write_atomic(out/'pretrain_summary.json', json.dumps(summary, indent=1, default=str))
+    if is_distributed(): dist.barrier()                      # every process returns once the summary is written
     return summary
 
 @torch.no_grad()
