@@ -668,6 +668,39 @@ def _slices(batch:int, d:int, width:int|None=None) -> int:
     width = width or load_scan_kernel().vector_width
     return max(1, min(-(-d // width), -(-4 * torch.get_num_threads() // batch)))
 
+def _scan_fwd(u, delta, xdbl, r:int, Wt, At, D, z, delta_bias, softplus:bool, alpha:float, reverse:bool, chunk:int, S:int,
+              y=None, acc:bool=False, ldz:int|None=None):
+    """The kernel's forward scan on channels-last u (batch, L, d): `xdbl` (batch, L, r + 2 n) holds xΔ, B and C side by
+    side; with `Wt` = W_Δᵀ (r, d) the kernel forms Δ = xΔ W_Δᵀ, else `delta` (batch, L, d) is Δ. z's rows are `ldz`
+    apart (d by default); with `acc` the output is added into `y`. Returns (y, chunk-start states)."""
+    b, L, d = u.shape; n = At.shape[0]
+    y = torch.empty_like(u) if y is None else y
+    hc = u.new_empty(b, -(-L // chunk), n, d)
+    _call('ssm_fwd', u.dtype, [u, delta, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r] if Wt is not None else None,
+                               Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, delta_bias, softplus, y, hc, float(alpha), reverse,
+                               acc, ldz or d, b, d, L, n, chunk, S], b * S)
+    return y, hc
+
+def _scan_bwd(u, delta, xdbl, r:int, Wt, At, D, z, delta_bias, softplus:bool, hc, dy, alpha:float, reverse:bool, chunk:int,
+              S:int, dz=None, acc:bool=False, ldz:int|None=None):
+    """The gradients of `_scan_fwd`'s inputs: (du, dxdbl (batch, L, r + 2 n) — its first r columns Δ's gradient without
+    `Wt`, xΔ's with it —, dW_Δ (d, r) or None, dA (d, n), dD (d,), dz, dbias (d,)). dz is written into `dz` when given
+    (rows `ldz` apart; added to it with `acc`), else into a new tensor when there is a z."""
+    b, L, d = u.shape; n = At.shape[0]
+    du = torch.empty_like(u)
+    if z is not None and dz is None: dz = torch.empty_like(u)
+    ddelta = torch.empty_like(u) if Wt is None else None
+    dA, dD, dbias = u.new_empty(b, n, d), u.new_empty(b, d), u.new_empty(b, d)
+    dB, dC = u.new_empty(b, S, L, n), u.new_empty(b, S, L, n)
+    dL, dWp = (u.new_empty(b, S, L, r), u.new_empty(b, r, d)) if Wt is not None else (None, None)
+    _call('ssm_bwd', u.dtype, [u, delta, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r] if Wt is not None else None,
+                               Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, delta_bias, softplus, hc, dy, alpha, reverse, acc,
+                               ldz or d, du, ddelta, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
+    red = lambda x: x.sum(1) if S > 1 else x[:, 0]                                # partial sums of the channel slices
+    dxdbl = torch.cat([ddelta if Wt is None else red(dL), red(dB), red(dC)], -1)
+    dW = dWp.sum(0).t() if Wt is not None else None                               # (d, r), as dt_proj.weight
+    return du, dxdbl, dW, dA.sum(0).t(), dD.sum(0), dz, dbias.sum(0)
+
 class _ScanGate(torch.autograd.Function):
     """y = alpha · (scan(u, Δ, A, B, C) + D u) · silu(z) with Δ = softplus(delta + delta_bias), channels-last: u, z
     (batch, L, d_inner); `xdbl` (batch, L, r + 2 d_state) holds, side by side, the low-rank step `xΔ` (r columns), B and
@@ -682,13 +715,10 @@ class _ScanGate(torch.autograd.Function):
         z = z.contiguous() if z is not None else None
         b, L, d = u.shape; n = A.shape[1]; S = _slices(b, d)
         r = xdbl.shape[-1] - 2 * n
-        lowrank, B, C = xdbl[..., :r], xdbl[..., r:r + n], xdbl[..., r + n:]
         # with W_Δ the kernel forms Δ itself from the r low-rank columns (no (b, L, d) Δ tensor, no K = r matmul)
-        delta, Wt = (lowrank.contiguous(), None) if dt_weight is None else (None, dt_weight.t().contiguous())  # Wt: (r, d)
+        delta, Wt = (xdbl[..., :r].contiguous(), None) if dt_weight is None else (None, dt_weight.t().contiguous())  # Wt: (r, d)
         At = A.t().contiguous()                                                    # (d_state, d_inner)
-        y, hc = torch.empty_like(u), u.new_empty(b, -(-L // chunk), n, d)
-        _call('ssm_fwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, delta_softplus, y, hc, float(alpha), reverse, False, d, b, d, L, n, chunk, S], b * S)
+        y, hc = _scan_fwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, delta_softplus, alpha, reverse, chunk, S)
         ctx.save_for_backward(u, delta, xdbl, Wt, At, D, z, delta_bias, hc)
         ctx.args = (float(alpha), reverse, chunk, S, delta_softplus)
         return y
@@ -697,22 +727,11 @@ class _ScanGate(torch.autograd.Function):
     def backward(ctx, dy):
         u, delta, xdbl, Wt, At, D, z, delta_bias, hc = ctx.saved_tensors
         alpha, reverse, chunk, S, softplus = ctx.args
-        b, L, d = u.shape; n = At.shape[0]; r = xdbl.shape[-1] - 2 * n
-        lowrank, B, C = xdbl[..., :r], xdbl[..., r:r + n], xdbl[..., r + n:]
-        dy = dy.contiguous()
-        du, dz = torch.empty_like(u), torch.empty_like(u) if z is not None else None
-        ddelta = torch.empty_like(u) if Wt is None else None
-        dA, dD, dbias = u.new_empty(b, n, d), u.new_empty(b, d), u.new_empty(b, d)
-        dB, dC = u.new_empty(b, S, L, n), u.new_empty(b, S, L, n)
-        dL, dWp = (u.new_empty(b, S, L, r), u.new_empty(b, r, d)) if Wt is not None else (None, None)
-        _call('ssm_bwd', u.dtype, [u, delta, At, B, C, lowrank if Wt is not None else None, Wt, r, B.stride(1), B.stride(0),
-                                   D, z, delta_bias, softplus, hc, dy, alpha, reverse, False, d, du, ddelta, dA, dD, dz, dB, dC, dbias,
-                                   dL, dWp, b, d, L, n, chunk, S], b * S)
-        red = lambda x: x.sum(1) if S > 1 else x[:, 0]                            # partial sums of the channel slices
-        dxdbl = torch.cat([ddelta if Wt is None else red(dL), red(dB), red(dC)], -1)
-        dW = dWp.sum(0).t() if Wt is not None else None                           # (d, r), as dt_proj.weight
-        return (du, dxdbl, dW, dA.sum(0).t(), dD.sum(0) if D is not None else None, dz,
-                dbias.sum(0) if delta_bias is not None else None, None, None, None, None)
+        r = xdbl.shape[-1] - 2 * At.shape[0]
+        du, dxdbl, dW, dA, dD, dz, dbias = _scan_bwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, softplus, hc, dy.contiguous(),
+                                                     alpha, reverse, chunk, S)
+        return (du, dxdbl, dW, dA, dD if D is not None else None, dz, dbias if delta_bias is not None else None,
+                None, None, None, None)
 
 class _ConvSilu(torch.autograd.Function):
     """silu(depthwise causal conv1d(x)), channels-last: x (batch, L, d), weight (d, 1, k) and bias (d,) as in
@@ -863,11 +882,8 @@ class _MixerScan(torch.autograd.Function):
             w, xc = cw.reshape(d, kc).t().contiguous(), torch.empty_like(y)                 # w: (k, d)
             _call('conv_fwd', xz.dtype, [x, w, cb, xc, rev, d2, b, d, L, kc, S], b * S)
             xdbl = (xc.view(-1, d) @ xw.t()).view(b, L, -1)                                # (batch, L, r + 2 n)
-            r = xdbl.shape[-1] - 2 * n
-            hc, At, Wt = xz.new_empty(b, -(-L // chunk), n, d), A.t().contiguous(), dtw.t().contiguous()   # kept alive
-            _call('ssm_fwd', xz.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r,
-                                        xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, y, hc, float(alpha), rev, k > 0, d2,
-                                        b, d, L, n, chunk, S], b * S)
+            _, hc = _scan_fwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(), A.t().contiguous(), D, z, dtb,
+                              True, alpha, rev, chunk, S, y=y, acc=k > 0, ldz=d2)
             saved += [w, xc, xdbl, hc]
         ctx.save_for_backward(xz, *params, *saved)
         ctx.args = (float(alpha), chunk, S, ndir)
@@ -881,24 +897,18 @@ class _MixerScan(torch.autograd.Function):
         x, z = xz[..., :d], xz[..., d:]
         dxz, grads = torch.empty_like(xz), []
         dx, dz = dxz[..., :d], dxz[..., d:]
-        red = lambda t: t.sum(1) if S > 1 else t[:, 0]                                     # partial sums of the channel slices
         for k in range(ndir):
             cw, cb, xw, dtw, dtb, A, D = rest[7 * k:7 * k + 7]
             w, xc, xdbl, hc = rest[7 * ndir + 4 * k:7 * ndir + 4 * k + 4]
             kc, n, rev = w.shape[0], A.shape[1], k == 1
-            r = xdbl.shape[-1] - 2 * n
-            du, dA, dD, dbias = torch.empty_like(dy), xz.new_empty(b, n, d), xz.new_empty(b, d), xz.new_empty(b, d)
-            dB, dC, dL, dWp = xz.new_empty(b, S, L, n), xz.new_empty(b, S, L, n), xz.new_empty(b, S, L, r), xz.new_empty(b, r, d)
-            At, Wt = A.t().contiguous(), dtw.t().contiguous()                              # kept alive for the call
-            _call('ssm_bwd', xz.dtype, [xc, None, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r], Wt, r,
-                                        xdbl.stride(1), xdbl.stride(0), D, z, dtb, True, hc, dy, alpha, rev, k > 0, d2,
-                                        du, None, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
-            dxdbl = torch.cat([red(dL), red(dB), red(dC)], -1).view(-1, r + 2 * n)
+            du, dxdbl, dW, dA, dD, _, dbias = _scan_bwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(),
+                                                        A.t().contiguous(), D, z, dtb, True, hc, dy, alpha, rev, chunk, S,
+                                                        dz=dz, acc=k > 0, ldz=d2)
+            dxdbl = dxdbl.view(-1, xdbl.shape[-1])
             du.view(-1, d).addmm_(dxdbl, xw)                                                  # + x_proj's share of dL/dxc
             dw, dcb = xz.new_empty(b, kc, d), xz.new_empty(b, d)
             _call('conv_bwd', xz.dtype, [x, w, cb, du, rev, k > 0, d2, dx, dw, dcb, b, d, L, kc, S], b * S)
-            grads += [dw.sum(0).t().reshape(cw.shape), dcb.sum(0), dxdbl.t() @ xc.view(-1, d), dWp.sum(0).t(),
-                      dbias.sum(0), dA.sum(0).t(), dD.sum(0)]
+            grads += [dw.sum(0).t().reshape(cw.shape), dcb.sum(0), dxdbl.t() @ xc.view(-1, d), dW, dbias, dA, dD]
         return (dxz, None, None, *grads)
 
 class _ScanDirection(nn.Module):
