@@ -145,13 +145,33 @@ template <typename V, typename T> static inline V ld(const T* p, int cnt) {
 template <typename V, typename T> static inline void st(T* p, V v, int cnt) {
   if (cnt == (int)(sizeof(V) / sizeof(T))) std::memcpy(p, &v, sizeof(V)); else std::memcpy(p, &v, sizeof(T) * cnt); }
 
+// max(c, x) and min(c, x), one instruction each with AVX (a compare and a blend with GCC's ?:, two on the FMA ports);
+// x NaN gives NaN, as the ?: forms they replace did
+static inline f8 vmaxc(f8 c, f8 x) {
+#ifdef __AVX512F__
+  return (f8)_mm512_max_ps((__m512)c, (__m512)x);
+#elif defined(__AVX__)
+  return (f8)_mm256_max_ps((__m256)c, (__m256)x);
+#else
+  return c > x ? c : x;
+#endif
+}
+static inline f8 vminc(f8 c, f8 x) {
+#ifdef __AVX512F__
+  return (f8)_mm512_min_ps((__m512)c, (__m512)x);
+#elif defined(__AVX__)
+  return (f8)_mm256_min_ps((__m256)c, (__m256)x);
+#else
+  return c < x ? c : x;
+#endif
+}
 static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction by ln 2, degree-7 polynomial, ~1 ulp
 #ifdef __AVX512F__                             // round and scale by the AVX-512 instructions: vrndscaleps, vscalefps
   x = (f8)_mm512_max_ps(_mm512_min_ps((__m512)x, (__m512)bc<f8>(88.0f)), (__m512)bc<f8>(-104.0f));   // NaN-free at ±inf
   const f8 kf = (f8)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
   const f8 lo = bc<f8>(-87.0f), hi = bc<f8>(88.0f);
-  x = x < lo ? lo : x; x = x > hi ? hi : x;
+  x = vminc(hi, vmaxc(lo, x));
   const i8 k = __builtin_convertvector(x * 1.44269504088896341f + 1000.5f, i8) - 1000;   // round(x / ln 2)
   const f8 kf = __builtin_convertvector(k, f8);
 #endif
@@ -173,9 +193,9 @@ static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <
 #ifdef __AVX512F__
   const f8 k = (f8)_mm512_roundscale_ps((__m512)y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-  y = y > 127.0f ? bc<f8>(127.0f) : y;
-  y = y < -126.0f ? bc<f8>(-126.0f) : y;       // 2^-126, the smallest normal float: a state that has decayed to nothing
-  const f8 k = (y + 12582912.0f) - 12582912.0f;             // round to nearest: adding 1.5 · 2^23 pushes the fraction out
+  y = vminc(bc<f8>(127.0f), vmaxc(bc<f8>(-125.0f), y));   // 2^-125: a state that has decayed to nothing
+  const f8 t = y + 12582912.0f;                // round to nearest: adding 1.5 · 2^23 pushes the fraction out, and leaves
+  const f8 k = t - 12582912.0f;                // k in t's low bits, so that t's bits shifted by 23 are k in the exponent
 #endif
   const f8 f = y - k;
   f8 p = bc<f8>(1.5345811e-4f);
@@ -184,7 +204,7 @@ static inline f8 vexp2(f8 y) {                 // 2^y for the scan's decays (y <
 #ifdef __AVX512F__
   return (f8)_mm512_scalef_ps((__m512)p, (__m512)k);        // p · 2^k in one instruction, underflow to 0 included
 #else
-  return p * (f8)((__builtin_convertvector(k, i8) + 127) << 23);
+  return (f8)((i8)p + ((i8)t << 23));         // times 2^k: k added to p's exponent (p in [0.7, 1.5), so it stays normal)
 #endif
 }
 static inline d4 vexp2(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp2(x[i]); return r; }
@@ -203,14 +223,15 @@ static inline f8 vrecip(f8 x) {               // 1/x: the CPU's reciprocal estim
 static inline d4 vrecip(d4 x) { return 1 / x; }
 template <typename V> static inline V sigm(V x) { return vrecip(1 + vexp(-x)); }
 static inline f8 vsoftplus(f8 x, f8& sg) {    // max(x, 0) + log1p(w), w = exp(-|x|) in (0, 1], and its derivative σ(x):
-  const f8 w = vexp(x < 0 ? x : -x);           //   log1p(w) = w q(w), q of degree 9 fitted to log1p(w)/w on [0, 1]
+  const f8 w = vexp((f8)((i8)x | (int32_t)0x80000000));   // -|x| by the sign bit; log1p(w) = w q(w), q of degree 9
+  // fitted to log1p(w)/w on [0, 1]
   f8 q = bc<f8>(-3.214036347e-03f);            //   (Chebyshev, 1.3e-8 relative; about 3 ulp evaluated in float32)
   q = q * w + 1.964916661e-02f; q = q * w - 5.643502995e-02f; q = q * w + 1.053322852e-01f;
   q = q * w - 1.525145173e-01f; q = q * w + 1.965149194e-01f; q = q * w - 2.494780868e-01f;
   q = q * w + 3.332909942e-01f; q = q * w - 4.999985099e-01f; q = q * w + 1.0f;
   const f8 r = vrecip(1.0f + w);
   sg = x > 0 ? r : w * r;                      //   σ(x) = 1/(1 + w) for x > 0, w/(1 + w) otherwise
-  return (x > 0 ? x : f8{}) + w * q;
+  return vmaxc(f8{}, x) + w * q;
 }
 static inline f8 vsoftplus(f8 x) { f8 sg; return vsoftplus(x, sg); }
 static inline d4 vsoftplus(d4 x, d4& sg) {
@@ -232,9 +253,11 @@ static inline int64_t slice_width(int64_t D, int64_t S, int W) { return ((D + S 
 template <typename T, typename V>
 static inline V raw_delta(const T* dl, const T* Lm, const V* Wv, int64_t R, V bv, int64_t o, int64_t lo, int cnt) {
   if (!Lm) return ld<V>(dl + o, cnt) + bv;
-  const T* lt = Lm + lo; V a = bv;
-  for (int64_t r = 0; r < R; ++r) a += Wv[r] * lt[r];
-  return a;
+  const T* lt = Lm + lo; V a = bv, a1{}, a2{}, a3{};            // four partial sums: four short chains, not one long one
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) { a += Wv[r] * lt[r]; a1 += Wv[r + 1] * lt[r + 1]; a2 += Wv[r + 2] * lt[r + 2]; a3 += Wv[r + 3] * lt[r + 3]; }
+  for (; r < R; ++r) a += Wv[r] * lt[r];
+  return (a + a1) + (a2 + a3);
 }
 
 template <typename T>
@@ -394,11 +417,20 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const V uu = ld<V>(u + o, cnt), gB = gBs[j];
           const V gdr = (ddts[j] + gB * uu) * drs[j];
           db += gdr;
-          if (Wt) {                                          // Δ = W_Δ xΔ_t: dW_Δ += gdr xΔ_t, dxΔ_t += W_Δᵀ gdr
-            const T* lt = Lm + b * sBb + t * sBt; V* aL = accL + j * RL;
-            for (int64_t r = 0; r < RL; ++r) { dW[r] += gdr * lt[r]; aL[r] += gdr * Wv[r]; }
+          if (Wt) {                                          // Δ = W_Δ xΔ_t: dxΔ_t += W_Δᵀ gdr (dW_Δ below)
+            V* aL = accL + j * RL; ddts[j] = gdr;
+            for (int64_t r = 0; r < RL; ++r) aL[r] += gdr * Wv[r];
           } else st(ddl + o, gdr, cnt);
           st(du + o, gB * dts[j] + yds[j] * Dv, cnt);
+        }
+        for (int64_t r = 0; r < RL; ++r) {                   // dW_Δ += Σ_t gdr_t xΔ_t over the chunk, in registers
+          V s0{}, s1{}; int64_t i = j0;
+          for (; i + 2 <= j1; i += 2) {
+            const int64_t t0 = reverse ? L - 1 - i : i, t1 = reverse ? L - 2 - i : i + 1;
+            s0 += ddts[i - j0] * Lm[b * sBb + t0 * sBt + r]; s1 += ddts[i + 1 - j0] * Lm[b * sBb + t1 * sBt + r];
+          }
+          if (i < j1) s0 += ddts[i - j0] * Lm[b * sBb + (reverse ? L - 1 - i : i) * sBt + r];
+          dW[r] += s0 + s1;
         }
         dDv[v] = dD; dbv[v] = db;
       }
