@@ -118,3 +118,15 @@ def test_matches_mambapy():
         g_ours = torch.autograd.grad(ours, xs[:6], dy, allow_unused=True)
         for a, b in zip(g_ours, g_theirs):
             assert (a - b).abs().max() < 1e-3 * max(1.0, b.abs().max().item())
+
+@pytest.mark.skipif(load_scan_kernel() is None, reason='no C++ compiler')
+def test_scan_harness_runs():
+    "tools/scan_harness.py builds the kernel into a C++ program and prints its times as the last line's JSON."
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, os.path.join(root, 'tools', 'scan_harness.py'), '--rows', '2', '--tokens', '40',
+                        '--channels', '64', '--rounds', '1'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res['forward_ms'] > 0 and res['backward_ms'] > 0 and res['chunk'] == SCAN_CHUNK
+    assert res['checksum'] == res['checksum']                     # not NaN: the scan ran on finite numbers
