@@ -170,10 +170,9 @@ static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction b
   x = (f8)_mm512_max_ps(_mm512_min_ps((__m512)x, (__m512)bc<f8>(88.0f)), (__m512)bc<f8>(-104.0f));   // NaN-free at ±inf
   const f8 kf = (f8)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-  const f8 lo = bc<f8>(-87.0f), hi = bc<f8>(88.0f);
-  x = vminc(hi, vmaxc(lo, x));
-  const i8 k = __builtin_convertvector(x * 1.44269504088896341f + 1000.5f, i8) - 1000;   // round(x / ln 2)
-  const f8 kf = __builtin_convertvector(k, f8);
+  x = vminc(bc<f8>(88.0f), vmaxc(bc<f8>(-86.5f), x));     // k in [-125, 127]: 2^k p stays a normal float
+  const f8 t = x * 1.44269504088896341f + 12582912.0f;       // round(x / ln 2) by 1.5 · 2^23, as in vexp2 below
+  const f8 kf = t - 12582912.0f;
 #endif
   const f8 r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
   f8 p = bc<f8>(1.9875691500e-4f);
@@ -183,7 +182,7 @@ static inline f8 vexp(f8 x) {                  // Cephes expf: range reduction b
 #ifdef __AVX512F__
   return (f8)_mm512_scalef_ps((__m512)p, (__m512)kf);       // times 2^k, underflow to 0 included
 #else
-  return p * (f8)((k + 127) << 23);          // times 2^k
+  return (f8)((i8)p + ((i8)t << 23));         // times 2^k, k added to p's exponent
 #endif
 }
 static inline d4 vexp(d4 x) { d4 r; for (int i = 0; i < 4; ++i) r[i] = std::exp(x[i]); return r; }
