@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .ssm import (_peak_rss_mb, bench_scan, resolve_scan_impl, selective_scan, _mambapy_scan,
-                       _scan_inputs, selective_scan_ref, _mamba_ssm_fn, reuse_freed_memory)
+                       _scan_inputs, selective_scan_ref, _mamba_ssm_fn, reuse_freed_memory, load_scan_kernel)
 from .models import build_encoder, resolve_model_config, MODEL_PRESETS
 from .files import write_atomic
 from .metrics import evaluate_predictions, predictions_frame
@@ -175,6 +175,14 @@ def _cuda_scan_table(batch, d_inner, d_state, L, repeats=3) -> tuple[dict, dict]
     return table, agree
 
 # %% ../nbs/14_benchmarks.ipynb #72f34170
+def _cpu_model() -> str:
+    "The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows: figures depend on it (AVX2 or AVX-512)."
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
 def bench_encoder(model_cfg=None, batch:int=32, n_samples:int=4000, steps:int=3, device='cpu', include_mambapy:bool=True,
                   verbose:bool=True, memory:bool=True, scan:bool=True, cpu_preset:bool=True, mambapy_bidirectional=None) -> dict:
     """Training speed and memory of the encoder of `model_cfg` (the guide's config by default), side by side with the
@@ -197,7 +205,8 @@ def bench_encoder(model_cfg=None, batch:int=32, n_samples:int=4000, steps:int=3,
     out = dict(device=str(dev) if dev.type == 'cpu' else torch.cuda.get_device_name(dev),
                threads=torch.get_num_threads(), config=dict(cfg, batch=batch, n_samples=n_samples, tokens=L, steps=steps),
                platform=f'{platform.machine()} {platform.processor() or ""}'.strip(), torch=torch.__version__,
-               scan_impl=resolve_scan_impl(cfg['scan_impl'], dev))
+               scan_impl=resolve_scan_impl(cfg['scan_impl'], dev), cpu=_cpu_model(),
+               kernel_lanes=(load_scan_kernel().vector_width if load_scan_kernel() is not None else None))
     say(f"float32 matmul: {matmul_flops(device=device)/1e9:.1f} GFLOP/s on {out['threads']} threads")
 
     if scan and cfg['encoder_type'] == 'cnn_mamba':
