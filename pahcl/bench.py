@@ -206,7 +206,7 @@ def bench_encoder(model_cfg=None, batch:int=32, n_samples:int=4000, steps:int=3,
                threads=torch.get_num_threads(), config=dict(cfg, batch=batch, n_samples=n_samples, tokens=L, steps=steps),
                platform=f'{platform.machine()} {platform.processor() or ""}'.strip(), torch=torch.__version__,
                scan_impl=resolve_scan_impl(cfg['scan_impl'], dev), cpu=_cpu_model(),
-               kernel_lanes=(load_scan_kernel().vector_width if load_scan_kernel() is not None else None))
+               kernel_lanes=getattr(load_scan_kernel(), 'vector_width', None))      # None: no kernel, PyTorch's scan
     say(f"float32 matmul: {matmul_flops(device=device)/1e9:.1f} GFLOP/s on {out['threads']} threads")
 
     if scan and cfg['encoder_type'] == 'cnn_mamba':

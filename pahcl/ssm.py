@@ -417,7 +417,7 @@ static void scan_bwd(const T* u, const T* dl, const T* At, const T* Bm, const T*
           const V gdr = (ddts[j] + gB * uu) * drs[j];
           db += gdr;
           if (Wt) {                                          // Δ = W_Δ xΔ_t: dxΔ_t += W_Δᵀ gdr (dW_Δ below)
-            V* aL = accL + j * RL; ddts[j] = gdr;
+            V* aL = accL + j * RL; ddts[j] = gdr;          // ddts[j] is spent: it keeps gdr for the dW_Δ sum
             for (int64_t r = 0; r < RL; ++r) aL[r] += gdr * Wv[r];
           } else st(ddl + o, gdr, cnt);
           st(du + o, gB * dts[j] + yds[j] * Dv, cnt);
@@ -642,11 +642,15 @@ def _compile(cxx:str, flags:list, out:Path) -> str|None:
         shutil.copyfile(so, part); os.replace(part, out)
     return None
 
+def _cxx() -> str|None:
+    "The C++ compiler the kernel is built with: $CXX, else g++, c++ or clang++ on the PATH; None when there is none."
+    return os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
+
 @functools.lru_cache(maxsize=None)
 def load_scan_kernel(verbose:bool=False):
     "The compiled C++ selective-scan kernel (a `ctypes.CDLL`), building it on first use; `None` when it cannot be had."
     if os.environ.get('PAHCL_SSM_KERNEL', '1').lower() in ('0', 'false', 'no', 'off') or os.name == 'nt': return None
-    cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
+    cxx = _cxx()
     if not cxx: return None
     try: version = subprocess.run([cxx, '--version'], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError): return None

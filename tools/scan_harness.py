@@ -10,7 +10,7 @@ times of `--rounds` rounds of 7 runs. No Python, PyTorch or thread pool is timed
 compared to a few per cent: run this at one commit, then at another (`git checkout REV -- pahcl/ssm.py`), alternately.
 The last line is JSON.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile
+import argparse, json, subprocess, sys, tempfile
 from pathlib import Path
 
 MAIN = r'''
@@ -54,7 +54,7 @@ def main(argv=None):
     ap.add_argument('--rounds', type=int, default=5)
     a = ap.parse_args(argv)
     from pahcl import ssm
-    cxx = os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
+    cxx = ssm._cxx()                                          # the compiler the kernel itself is built with
     if not cxx: sys.exit('scan_harness: no C++ compiler found (set CXX)')
     flags = [f for f in ssm._FLAGS if f not in ('-shared', '-fPIC')] + ['-march=native']
     with tempfile.TemporaryDirectory() as tmp:
