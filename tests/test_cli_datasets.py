@@ -57,9 +57,9 @@ def test_real_data_counts_through_the_cli(pahcl, shared_data):
     s = json.loads(r.stdout)
     assert s['physionet2016']['recordings'] == 690
     assert s['physionet2016']['labels']['label'] == {'normal': 500, 'abnormal': 190}
-    assert (s['circor']['subjects'], s['circor']['recordings']) == (165, 540)
-    assert s['circor']['labels']['murmur'] == {'Present': 31, 'Absent': 122, 'Unknown': 12}
-    assert s['circor']['labels']['outcome'] == {'Normal': 85, 'Abnormal': 80}
+    assert (s['circor']['subjects'], s['circor']['recordings']) == (301, 997)
+    assert s['circor']['labels']['murmur'] == {'Present': 57, 'Absent': 222, 'Unknown': 22}
+    assert s['circor']['labels']['outcome'] == {'Normal': 155, 'Abnormal': 146}
     assert s['pascal']['recordings'] == 656
     assert s['pascal']['labels']['label'] == {'normal': 320, 'murmur': 95, 'extrastole': 46}
     assert all(v['problems'] == [] for v in s.values())

@@ -40,11 +40,11 @@ def test_physionet2016(read):
 def test_circor(read):
     recs, problems = read['circor']
     assert problems == []
-    assert len(recs) == 540 and len({r.recording for r in recs}) == 540
+    assert len(recs) == 997 and len({r.recording for r in recs}) == 997
     patients = {r.subject: r.labels for r in recs}
-    assert len(patients) == 165
-    assert Counter(l['murmur'] for l in patients.values()) == {'Absent': 122, 'Present': 31, 'Unknown': 12}
-    assert Counter(l['outcome'] for l in patients.values()) == {'Normal': 85, 'Abnormal': 80}
+    assert len(patients) == 301
+    assert Counter(l['murmur'] for l in patients.values()) == {'Absent': 222, 'Present': 57, 'Unknown': 22}
+    assert Counter(l['outcome'] for l in patients.values()) == {'Normal': 155, 'Abnormal': 146}
     # two recordings at one location stay apart, at that location
     twice = {r.recording: r.location for r in recs if r.subject == '50348' and r.location == 'AV'}
     assert twice == {'50348_AV_1': 'AV', '50348_AV_2': 'AV'}
@@ -73,17 +73,17 @@ def test_summarize_matches_readers(read):
     assert list(s) == list(DATASETS)
     for name, (recs, _) in read.items():
         assert s[name]['recordings'] == len(recs) and s[name]['problems'] == []
-    assert s['circor']['labels'] == {'murmur': {'Present': 31, 'Absent': 122, 'Unknown': 12},
-                                     'outcome': {'Normal': 85, 'Abnormal': 80}}
+    assert s['circor']['labels'] == {'murmur': {'Present': 57, 'Absent': 222, 'Unknown': 22},
+                                     'outcome': {'Normal': 155, 'Abnormal': 146}}
     assert s['physionet2016']['labels'] == {'label': {'normal': 500, 'abnormal': 190}}
     assert s['pascal']['labels'] == {'label': {'normal': 320, 'murmur': 95, 'extrastole': 46}}
-    assert (s['pascal']['unlabelled'], s['physionet2016']['subjects'], s['circor']['subjects']) == (195, 690, 165)
-    assert s['circor']['sample_rates'] == {4000: 540} and s['physionet2016']['sample_rates'] == {2000: 690}
-    # the README's "about 7.4 hours of audio in all"
-    assert 7.2 < sum(v['hours'] for v in s.values()) < 7.6
+    assert (s['pascal']['unlabelled'], s['physionet2016']['subjects'], s['circor']['subjects']) == (195, 690, 301)
+    assert s['circor']['sample_rates'] == {4000: 997} and s['physionet2016']['sample_rates'] == {2000: 690}
+    # the README's "about 10.3 hours of audio in all"
+    assert 10.1 < sum(v['hours'] for v in s.values()) < 10.5
     assert summarize(DATA, 'pascal') == {'pascal': s['pascal']}
     text = format_summary(s)
-    assert 'murmur (per patient): Present 31, Absent 122, Unknown 12' in text and 'problem:' not in text
+    assert 'murmur (per patient): Present 57, Absent 222, Unknown 22' in text and 'problem:' not in text
 
 def test_tasks_use_reader_classes():
     "Each packaged task names a dataset the readers know, and classes they produce (PASCAL's extrastole is renamed)."

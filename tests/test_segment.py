@@ -32,8 +32,15 @@ def test_shipped_params_are_small_readable_and_record_their_split():
 def test_bench_on_40_recordings_reaches_measured_floor(circor):
     r = bench_segmentation(circor, limit=40)
     assert r['recordings'] == 40 and r['audio_seconds'] > 400
-    # measured with the shipped parameters on the first 40 (name order): S1 0.991, S2 0.979, accuracy 0.900; floor = about that - 0.05
-    assert r['s1_f1'] >= 0.93 and r['s2_f1'] >= 0.92 and r['state_accuracy'] >= 0.85, r
+    # measured with the shipped parameters on the first 40 (name order) of the 301 patients, 17 of them among the
+    # 82 the segmenter was fitted on: S1 0.919, S2 0.905, accuracy 0.841; floor = about that - 0.05
+    assert r['s1_f1'] >= 0.87 and r['s2_f1'] >= 0.85 and r['state_accuracy'] >= 0.79, r
+
+def test_bench_on_fitted_patients_reaches_measured_floor(circor):
+    fitted = load_segmenter_params()['fit']['patients']
+    r = bench_segmentation(circor, limit=40, patients=fitted)
+    # the first 40 recordings of the patients it was fitted on: S1 0.992, S2 0.981, accuracy 0.895; floor = about that - 0.05
+    assert r['recordings'] == 40 and r['s1_f1'] >= 0.94 and r['s2_f1'] >= 0.93 and r['state_accuracy'] >= 0.84, r
 
 def test_held_out_patients_are_disjoint_from_training(circor):
     held = held_out_patients(circor)
@@ -85,8 +92,8 @@ def test_bad_input_is_a_clear_error(x, sr, msg):
 def test_clipped_recording_is_refused_with_reason(circor):
     pid, wav, tsv = annotated_circor(circor)[1]
     x, sr = read_audio(wav)
-    with pytest.raises(SegmentError, match='clipped'):
-        recording_cycles(np.clip(x/np.abs(x).max()*30, -1, 1), sr, name=wav.name)
+    with pytest.raises(SegmentError, match='clipped'):   # clipped at 1/300 of its peak: every heart sound is flat-topped
+        recording_cycles(np.clip(x/np.abs(x).max()*300, -1, 1), sr, name=wav.name)
 
 def test_noise_is_segmented_or_refused_but_never_hangs():
     x = np.random.default_rng(3).standard_normal(4000*20)
