@@ -612,7 +612,7 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
         cfg = apply_preset(load_config('pretrain', sets=pbase + extra), preset)
         t1 = time.perf_counter()
         ps = pretrain(cfg, processed, out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=downstream, max_steps_per_epoch=steps,
-                      time_budget_s=share, device='cpu', quiet=True, mid_epoch_stop=True)
+                      time_budget_s=share, device='cpu', quiet=True, mid_epoch_stop=True, overwrite=True)
         ckpt[v] = ps['best_model']
         pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, criterion=ps['criterion'], best=ps['best'],
                         best_epoch=ps['best_epoch'], minutes=round((time.perf_counter() - t1) / 60, 2), share_minutes=round(share / 60, 2))
@@ -658,7 +658,7 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             fin = finetune(cfg, x, pretrained=None if method == 'scratch' else ckpt['pahcl'], from_scratch=method == 'scratch',
                            data_dir=views, output_dir=out/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
                            device='cpu', preset=preset if method == 'scratch' else None, max_steps_per_epoch=steps,
-                           time_budget_s=share * 0.9, quiet=True, mid_epoch_stop=True)
+                           time_budget_s=share * 0.9, quiet=True, mid_epoch_stop=True, overwrite=True)
             rd = run_dir(out/'runs', x, method)
             m = quality_metrics({k[5:]: v for k, v in fin.items() if k.startswith('test_')}, x)
             m['primary_ci'] = primary_interval(pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str}), x, lmap[x], seed=seed)
@@ -882,7 +882,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     say(f'[3/4] pretrain ({preset} model, {pretrain_epochs} epochs)')
     pcfg = apply_preset(load_config('pretrain', sets=['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=64',
                                                       'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}']), preset)
-    ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
+    ps = pretrain(pcfg, processed, out/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True, overwrite=True)
     say(f'[4/4] {len(modes)} modes x {len(tasks)} tasks, scored on {sum(ext[t].recording.nunique() for t in tasks)} new recordings')
     pr = demo_probes({'best': ps['best_model'], 'last': out/'pretrain'/'last.pt'}, downstream, ext, tasks, seed, n_boot, keep_predictions=True)
     probes_mean = pop_mean_differences(pr, downstream, tasks, n_boot, seed)
@@ -902,7 +902,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             fin = finetune(cfg, pretrained=None if mode == 'scratch' else ps['best_model'], from_scratch=mode == 'scratch',
                            data_dir=downstream, output_dir=out/'runs', experiment_name=mode, linear_eval=mode == 'linear',
                            few_shot_ratio=shot_ratio if mode == 'fewshot' else None, preset=preset if mode == 'scratch' else None,
-                           min_steps=linear_min_steps if mode == 'linear' else min_steps, quiet=True)
+                           min_steps=linear_min_steps if mode == 'linear' else min_steps, quiet=True, overwrite=True)
             epochs, per_epoch = fin['num_epochs'], fin['steps_per_epoch']
             rd, r = run_dir(out/'runs', t, mode), {}
             for which in ('final', 'best'):

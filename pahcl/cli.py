@@ -4,28 +4,49 @@
 
 # %% ../nbs/13_cli.ipynb #0e777211
 from __future__ import annotations
-import argparse, json, sys
+import argparse, difflib, json, sys, warnings
 from . import __version__
-from .config import ConfigError, KINDS, FLAG_KEYS, load_config, dump_config, list_tasks
+from .config import ConfigError, ConfigNote, KINDS, FLAG_KEYS, load_config, dump_config, list_tasks, default_config
 
 # %% auto #0
-__all__ = ['add_config_flags', 'config_from_args', 'user_errors', 'cmd_config', 'cmd_download', 'cmd_demo_data', 'cmd_datasets',
-           'cmd_preprocess', 'cmd_prepare', 'cmd_pretrain', 'cmd_finetune', 'cmd_evaluate', 'cmd_ensemble',
-           'cmd_summarize', 'cmd_run', 'cmd_demo', 'cmd_bench', 'build_parser', 'main']
+__all__ = ['RUN_FLAGS', 'RUN_DEFAULTS', 'HelpFormatter', 'task_name', 'workers', 'add_config_flags', 'config_from_args',
+           'user_errors', 'cmd_config', 'cmd_download', 'cmd_demo_data', 'cmd_datasets', 'cmd_preprocess',
+           'cmd_prepare', 'cmd_pretrain', 'cmd_finetune', 'cmd_evaluate', 'cmd_ensemble', 'cmd_summarize', 'cmd_run',
+           'cmd_demo', 'cmd_bench', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #cffa79f3
-def add_config_flags(p:argparse.ArgumentParser, training:bool=True):
-    "The flags config-driven commands share: `--config`, `--set`, and (`training`) the shortcuts in `FLAG_KEYS`."
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Shows a flag's default where it has one to show: never `(default: None)` or `(default: False)`."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if '%(default)' in h or '(default' in h or action.default in (None, False, [], argparse.SUPPRESS): return h
+        return h + ' (default: %(default)s)'
+
+def task_name(text:str) -> str:
+    "argparse type of `--task`: a packaged task name, or an error naming the closest one."
+    if text in list_tasks(): return text
+    hint = difflib.get_close_matches(text, list_tasks(), n=1, cutoff=0)[0]
+    raise argparse.ArgumentTypeError(f"unknown task {text!r} (did you mean {hint!r}?); tasks: {', '.join(list_tasks())}")
+
+def workers(text:str):
+    "argparse type of `--num-workers`: `auto` or a count."
+    if text == 'auto' or text.isdigit(): return text if text == 'auto' else int(text)
+    raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}")
+
+def add_config_flags(p:argparse.ArgumentParser, training:bool=True, kind:str='finetune'):
+    "The flags config-driven commands share: `--config`, `--set`, and (`training`) the shortcuts in `FLAG_KEYS`, their help showing the packaged defaults of `kind`."
     g = p.add_argument_group('config (packaged default < task < --config file < these flags)')
-    g.add_argument('--config', metavar='FILE', help='YAML file with your settings (any subset of the keys)')
+    g.add_argument('--config', metavar='FILE', help='YAML file with your settings (any subset of the keys; `pahcl config` prints them all)')
     g.add_argument('--set', metavar='KEY=VALUE', action='append', default=[],
                    help='set any key, e.g. --set training.learning_rate=5e-4 (repeatable; value read as YAML)')
     if not training: return p
-    g.add_argument('--epochs', type=int, help='training.num_epochs')
-    g.add_argument('--lr', type=float, help='training.learning_rate')
-    g.add_argument('--batch-size', '--batch_size', dest='batch_size', type=int, help='training.batch_size')
-    g.add_argument('--seed', type=int, help='seed')
-    g.add_argument('--num-workers', '--num_workers', dest='num_workers', type=int, help='training.num_workers')
+    tr, seed = (d := default_config(kind))['training'], d['seed']
+    g.add_argument('--epochs', type=int, help=f"training.num_epochs (default: the config's; packaged {tr['num_epochs']})")
+    g.add_argument('--lr', type=float, help=f"training.learning_rate (default: the config's; packaged {tr['learning_rate']})")
+    g.add_argument('--batch-size', '--batch_size', dest='batch_size', type=int, help=f"training.batch_size (default: the config's; packaged {tr['batch_size']})")
+    g.add_argument('--seed', type=int, help=f"seed (default: the config's; packaged {seed})")
+    g.add_argument('--num-workers', '--num_workers', dest='num_workers', type=workers,
+                   help=f"training.num_workers: auto or a count (default: the config's; packaged {tr['num_workers']})")
     return p
 
 def config_from_args(args, kind:str='finetune') -> dict:
@@ -45,8 +66,8 @@ def user_errors() -> tuple:
         from pahcl.data import DataError
         from pahcl.models import CheckpointError
         from pahcl.finetune import FinetuneError
-        from pahcl.pretrain import PretrainError
-        errs += (DataError, CheckpointError, FinetuneError, PretrainError)
+        from pahcl.pretrain import PretrainError, DeviceError
+        errs += (DataError, CheckpointError, FinetuneError, PretrainError, DeviceError)
     except ImportError: pass
     return errs
 
@@ -118,7 +139,7 @@ def cmd_pretrain(args) -> int:
     "Pretrain the encoder with cycle- and sub-structure-level contrastive learning; writes --output-dir/best_model.pt."
     from pahcl.pretrain import pretrain
     cfg = config_from_args(args, 'pretrain')
-    s = pretrain(cfg, processed_dir=args.processed_dir, output_dir=args.output_dir, resume=args.resume,
+    s = pretrain(cfg, processed_dir=args.processed_dir, output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite,
                  exclude_tasks_dir=args.exclude_tasks_dir, preset=args.preset, device=args.device,
                  max_steps_per_epoch=args.max_steps_per_epoch, quiet=args.quiet, strict=args.strict)
     if s.get('world_size', 1) == 1 or _rank() == 0:
@@ -137,12 +158,14 @@ def cmd_finetune(args) -> int:
     cfg = config_from_args(args, 'finetune')
     if cfg['task']['name'] in (None, 'default'):
         raise ConfigError('no task: pass --task (' + ', '.join(list_tasks()) + ') or a --config with task.name')
+    if args.shot_ratio is not None and not args.few_shot:
+        raise ConfigError(f'--shot-ratio {args.shot_ratio} acts only with --few-shot: add --few-shot (or drop --shot-ratio)')
     m = finetune(cfg, pretrained=args.pretrained, from_scratch=args.from_scratch, data_dir=args.data_dir,
                  output_dir=args.output_dir, experiment_name=args.experiment_name, linear_eval=args.linear_eval,
-                 few_shot_ratio=args.shot_ratio if args.few_shot else None, resume=args.resume, device=args.device,
-                 preset=args.preset, quiet=args.quiet, strict=args.strict)
+                 few_shot_ratio=(0.1 if args.shot_ratio is None else args.shot_ratio) if args.few_shot else None, resume=args.resume,
+                 overwrite=args.overwrite, device=args.device, preset=args.preset, quiet=args.quiet, strict=args.strict)
     if _rank() == 0 and m:
-        keys = ['test_accuracy', 'test_f1', 'test_f1_macro', 'test_auroc', 'test_precision', 'test_recall']
+        keys = [f'test_{k}' for k in m['metrics']]                       # evaluation.metrics
         print(json.dumps({k: m.get(k) for k in keys + ['test_primary', 'primary_metric', 'best_epoch']}) if args.json else
               ', '.join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), float)))
     return 0
@@ -183,12 +206,31 @@ def cmd_summarize(args) -> int:
 def cmd_run(args) -> int:
     "The guide's run_downstream.sh: all (prepare, train-all, summarize), prepare, train-all [linear], summarize."
     from pahcl.pipeline import run
-    if args.mode not in (None, 'linear'): raise ConfigError(f"pahcl run {args.action}: the optional second word is 'linear', not {args.mode!r}")
+    if args.mode is not None and (args.mode != 'linear' or args.action not in ('all', 'train-all')):
+        raise ConfigError(f"pahcl run {args.action}: unexpected word {args.mode!r}" +
+                          (" ('linear' follows train-all or all)" if args.mode == 'linear' else " (only 'linear', after train-all or all)"))
+    _refuse_unused(args, RUN_FLAGS[args.action], f'pahcl run {args.action}')
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag, None) is not None}
     run(args.action, args.raw_dir, args.processed_dir, args.data_dir, args.output_dir, args.pretrained, linear=args.mode == 'linear',
-        experiment_name=args.experiment_name, num_workers=args.preprocess_workers, sets=args.set, overrides=overrides,
-        config_file=args.config, quiet=args.quiet)
+        experiment_name=args.experiment_name, seed=42 if args.seed is None else args.seed, num_workers=args.preprocess_workers,
+        sets=args.set, overrides=overrides, config_file=args.config, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite)
     return 0
+
+RUN_FLAGS = {                                  # the flags each action of `pahcl run` uses
+    'prepare': {'raw_dir', 'processed_dir', 'data_dir', 'seed', 'preprocess_workers', 'quiet'},
+    'train-all': {'data_dir', 'output_dir', 'pretrained', 'experiment_name', 'quiet', 'config', 'set', 'epochs', 'lr', 'batch_size',
+                  'seed', 'num_workers', 'resume', 'overwrite'},
+    'summarize': {'output_dir', 'quiet'}}
+RUN_FLAGS['all'] = set().union(*RUN_FLAGS.values())
+
+def _refuse_unused(args, used:set, what:str):
+    "Refuse flags given to `what` that it would not use."
+    given = [f for f in ('raw_dir', 'processed_dir', 'data_dir', 'output_dir', 'pretrained', 'experiment_name', 'config', 'set', 'epochs',
+                         'lr', 'batch_size', 'seed', 'num_workers', 'resume', 'overwrite', 'preprocess_workers')
+             if getattr(args, f, None) not in (None, False, []) and f not in used and getattr(args, f) != RUN_DEFAULTS.get(f)]
+    if given: raise ConfigError(f"{what} does not use --{given[0].replace('_', '-')}; drop it (see pahcl run --help)")
+
+RUN_DEFAULTS = dict(raw_dir='data/raw', processed_dir='data/processed', data_dir='data/downstream', output_dir='outputs', preprocess_workers=2)
 
 def cmd_demo(args) -> int:
     "Run everything on the synthetic demo datasets: data, cycles, tasks, pretraining, four fine-tunings, summary."
@@ -246,21 +288,21 @@ def cmd_bench(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     "The `pahcl` argument parser with all subcommands."
     p = argparse.ArgumentParser(prog='pahcl', description='PA-HCL: physiology-aware hierarchical contrastive learning for heart sounds.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument('--version', action='version', version=f'pahcl {__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
     c = sub.add_parser('config', help='print the resolved config', description=cmd_config.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     c.add_argument('--kind', choices=KINDS, default='finetune', help='which packaged config')
-    c.add_argument('--task', choices=list_tasks(), help='downstream task (fine-tuning configs)')
+    c.add_argument('--task', type=task_name, metavar='TASK', help=f"downstream task (fine-tuning configs): {', '.join(list_tasks())}")
     c.add_argument('--json', action='store_true', help='print JSON instead of YAML')
     add_config_flags(c)
     c.set_defaults(func=cmd_config)
 
     d = sub.add_parser('download', help='download the public datasets', description=cmd_download.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     d.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], default='all')
     d.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw', help='where the datasets go')
     d.add_argument('--base-url', help='mirror to download from instead of PhysioNet')
@@ -269,14 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     m = sub.add_parser('demo-data', help='write the synthetic demo datasets', description=cmd_demo_data.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     m.add_argument('--out', default='data/raw', help='folder to write circor/, physionet2016/, pascal/ into')
     m.add_argument('--seed', type=int, default=0)
     m.add_argument('--scale', choices=['small', 'medium'], default='small')
     m.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser('datasets', help='summarise the datasets in a folder', description=cmd_datasets.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     s.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw')
     s.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal'], help='only this dataset')
     s.add_argument('--json', action='store_true', help='print one JSON object')
@@ -284,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_datasets)
 
     pp = sub.add_parser('preprocess', help='cut recordings into heart cycles', description=cmd_preprocess.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     pp.add_argument('--raw_dir', '--raw-dir', dest='raw_dir', help='raw datasets (default: data.raw_dir, data/raw)')
     pp.add_argument('--output_dir', '--output-dir', dest='output_dir', help='processed cycles (default: data.output_dir, data/processed)')
     pp.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], help='only this dataset')
@@ -296,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=cmd_preprocess)
 
     pr = sub.add_parser('prepare', help='build the downstream tasks', description=cmd_prepare.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     pr.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], default='all')
     pr.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw', help='raw datasets (labels)')
     pr.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default='data/processed', help='output of pahcl preprocess')
@@ -308,32 +350,34 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prepare)
 
     pt = sub.add_parser('pretrain', help='PA-HCL contrastive pretraining', description=cmd_pretrain.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     pt.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', help='output of pahcl preprocess (default: data.processed_dir)')
     pt.add_argument('--output-dir', '--output_dir', dest='output_dir', help='checkpoints go here (default: experiment.output_dir, checkpoints/pretrain)')
     pt.add_argument('--exclude-tasks-dir', '--exclude_tasks_dir', dest='exclude_tasks_dir',
                     help="a downstream folder (pahcl prepare's output): its val/test subjects are left out; its tasks give the kNN check")
     pt.add_argument('--resume', action='store_true', help='continue from --output-dir/last.pt')
+    pt.add_argument('--overwrite', action='store_true', help='replace an earlier pretraining run in --output-dir')
     pt.add_argument('--preset', choices=['cpu', 'tiny'], help='a smaller model for laptops (cpu) or smoke tests (tiny)')
     pt.add_argument('--device', default='auto', help='auto, cpu or cuda')
     pt.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of each epoch (quick runs)')
     pt.add_argument('--quiet', action='store_true', help='no progress bar or console log')
     pt.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
-    add_config_flags(pt)
+    add_config_flags(pt, kind='pretrain')
     pt.set_defaults(func=cmd_pretrain)
 
     ft = sub.add_parser('finetune', help='fine-tune on a downstream task', description=cmd_finetune.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ft.add_argument('--task', choices=list_tasks(), help='task name (or task.name in --config)')
-    ft.add_argument('--pretrained', help='pretraining checkpoint, e.g. checkpoints/pretrain/best_model.pt')
+                        formatter_class=HelpFormatter)
+    ft.add_argument('--task', type=task_name, metavar='TASK', help=f"{', '.join(list_tasks())} (or task.name in --config)")
+    ft.add_argument('--pretrained', help=f"pretraining checkpoint (default: pretrain.checkpoint_path, {default_config()['pretrain']['checkpoint_path']})")
     ft.add_argument('--from-scratch', action='store_true', help='no pretrained encoder: the supervised baseline')
     ft.add_argument('--data-dir', '--data_dir', dest='data_dir', help='downstream folder (default: data.base_dir, data/downstream)')
     ft.add_argument('--output-dir', '--output_dir', dest='output_dir', default='outputs', help='runs go to OUTPUT_DIR/<task>_<experiment>')
     ft.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='experiment name (default: downstream)')
     ft.add_argument('--linear-eval', action='store_true', help='freeze the encoder, train only the classifier')
     ft.add_argument('--few-shot', action='store_true', help='train on a fraction of the training subjects')
-    ft.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, default=0.1, help='fraction of training subjects with --few-shot')
+    ft.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, help='fraction of the training subjects with --few-shot (default: 0.1)')
     ft.add_argument('--resume', action='store_true', help='continue from the run folder\'s last.pt')
+    ft.add_argument('--overwrite', action='store_true', help='replace an earlier run of the same task and experiment name')
     ft.add_argument('--preset', choices=['cpu', 'tiny'], help='a smaller model (with --from-scratch)')
     ft.add_argument('--device', default='auto', help='auto, cpu or cuda')
     ft.add_argument('--json', action='store_true', help='print the test metrics as JSON')
@@ -343,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.set_defaults(func=cmd_finetune)
 
     ev = sub.add_parser('evaluate', help='score a fine-tuned checkpoint', description=cmd_evaluate.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     ev.add_argument('--checkpoint', required=True, help='outputs/<task>_<experiment>/best_model.pt')
-    ev.add_argument('--task', required=True, choices=list_tasks(), help='task whose split is scored (may differ from the trained one)')
+    ev.add_argument('--task', required=True, type=task_name, metavar='TASK', help=f"task whose split is scored (may differ from the trained one): {', '.join(list_tasks())}")
     ev.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
     ev.add_argument('--split', choices=['train', 'val', 'test'], default='test')
     ev.add_argument('--label-map', help='TASK_CLASS=CHECKPOINT_CLASS,... when names differ (cross-dataset)')
@@ -356,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     en = sub.add_parser('ensemble', help='average several fine-tuned checkpoints', description=cmd_ensemble.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     en.add_argument('--checkpoints', nargs='+', required=True, help='fine-tuning checkpoints (a shell glob works)')
-    en.add_argument('--task', required=True, choices=list_tasks())
+    en.add_argument('--task', required=True, type=task_name, metavar='TASK', help=f"task whose split is scored: {', '.join(list_tasks())}")
     en.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
     en.add_argument('--split', choices=['train', 'val', 'test'], default='test')
     en.add_argument('--label-map', help='TASK_CLASS=CHECKPOINT_CLASS,... when names differ')
@@ -369,15 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     en.set_defaults(func=cmd_ensemble)
 
     sm = sub.add_parser('summarize', help='table of every fine-tuning run', description=cmd_summarize.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     sm.add_argument('--output-dir', '--output_dir', dest='output_dir', default='outputs')
     sm.add_argument('--json', action='store_true')
     sm.set_defaults(func=cmd_summarize)
 
     rn = sub.add_parser('run', help="the guide's run_downstream.sh", description=cmd_run.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     rn.add_argument('action', choices=['all', 'prepare', 'train-all', 'summarize'])
-    rn.add_argument('mode', nargs='?', help="'linear' after train-all / all: linear evaluation")
+    rn.add_argument('mode', nargs='?', metavar='linear', help="after train-all or all: linear evaluation instead of full fine-tuning")
     rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw')
     rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default='data/processed')
     rn.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
@@ -385,22 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument('--pretrained', help='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)')
     rn.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='default: finetune or linear')
     rn.add_argument('--preprocess-workers', type=int, default=2, help='worker processes for preprocess')
+    rn.add_argument('--resume', action='store_true', help='train-all: continue each task\'s run from its last.pt')
+    rn.add_argument('--overwrite', action='store_true', help='train-all: replace earlier runs of the same experiment name')
     rn.add_argument('--quiet', action='store_true')
     add_config_flags(rn)
     rn.set_defaults(func=cmd_run)
 
     de = sub.add_parser('demo', help='the whole chain on synthetic data, in minutes', description=cmd_demo.__doc__,
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     de.add_argument('--out', help='folder for everything (default: a new temporary folder)')
     de.add_argument('--preset', default='tiny', choices=['tiny', 'cpu'], help='model size')
     de.add_argument('--pretrain-epochs', type=int, default=3)
     de.add_argument('--finetune-epochs', type=int, default=5)
-    de.add_argument('--tasks', nargs='+', choices=list_tasks(), help='only these tasks')
+    de.add_argument('--tasks', nargs='+', type=task_name, metavar='TASK', help='only these tasks (default: all four)')
     de.add_argument('--quiet', action='store_true')
     de.set_defaults(func=cmd_demo)
 
     b = sub.add_parser('bench', help='benchmarks that print figures', description=cmd_bench.__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     b.add_argument('what', choices=['segmentation', 'encoder', 'probe', 'quality', 'demo'])
     b.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', help='dataset folder (segmentation: CirCor)')
     b.add_argument('--limit', type=int, help='only the first N recordings')
@@ -421,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument('--pretrain-epochs', '--pretrain_epochs', dest='pretrain_epochs', type=int, default=3, help='demo: epochs of the PA-HCL pretraining')
     b.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='quality: the time budget')
     b.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='quality: cycles per recording in val/test (0: all)')
-    b.add_argument('--tasks', nargs='+', choices=list_tasks(), help='quality, demo: only these tasks')
+    b.add_argument('--tasks', nargs='+', type=task_name, metavar='TASK', help='quality, demo: only these tasks (default: all four)')
     b.add_argument('--out', help='quality, demo: folder for everything (default bench_quality, bench_demo)')
     b.add_argument('--json', action='store_true', help='print only the JSON line')
     b.set_defaults(func=cmd_bench)
@@ -431,16 +477,25 @@ def main(argv=None) -> int:
     "Entry point of the `pahcl` console script and of `python -m pahcl`."
     p = build_parser()
     args = p.parse_args(argv)
-    try: rc = args.func(args) or 0
-    except user_errors() as e:
-        print(f'pahcl {args.command}: error: {e}', file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter('always', ConfigNote)
+        shown = warnings.showwarning
+        def show(msg, category, *a, **k):                     # pahcl's own notes and warnings: one line that names the command
+            if issubclass(category, ConfigNote): print(f'pahcl {args.command}: note: {msg}', file=sys.stderr)
+            elif category.__module__.startswith('pahcl'): print(f'pahcl {args.command}: warning: {msg}', file=sys.stderr)
+            else: shown(msg, category, *a, **k)
+        warnings.showwarning = show
+        try: rc = args.func(args) or 0
+        except user_errors() as e:
+            print(f'pahcl {args.command}: error: {e}', file=sys.stderr)
+            return 2
     _leave_process_group()
     return rc
 
 def _leave_process_group():
     """Under torchrun, after a command that succeeded: wait for every process, then close the process group, so that
     no process exits (and tears down its connections) while another is still writing its results."""
+    if 'torch.distributed' not in sys.modules: return     # torch was never loaded (pahcl config, pahcl --help): nothing to close
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier(); dist.destroy_process_group()

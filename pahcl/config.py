@@ -4,20 +4,27 @@
 
 # %% ../nbs/00_config.ipynb #a4a90009
 from __future__ import annotations
-import copy, difflib, re
+import copy, difflib, re, warnings
 from importlib import resources
 from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['KINDS', 'OPEN_KEYS', 'ALIASES', 'METRICS', 'ENCODERS', 'POSITIVES', 'DECISION_SCORES', 'FLAG_KEYS', 'ConfigError',
-           'parse_yaml', 'read_yaml', 'config_dir', 'default_config', 'list_tasks', 'task_file', 'task_info', 'flatten',
-           'unflatten', 'check_value', 'flatten_layer', 'merge_layer', 'decision_metric_ok', 'validate', 'parse_set',
-           'load_config', 'dump_config']
+__all__ = ['KINDS', 'OPEN_KEYS', 'ALIASES', 'METRICS', 'ENCODERS', 'POSITIVES', 'DECISION_SCORES', 'FLAG_KEYS', 'TASK_KEYS',
+           'ConfigError', 'ConfigNote', 'note', 'parse_yaml', 'read_yaml', 'config_dir', 'default_config', 'list_tasks',
+           'task_file', 'task_info', 'flatten', 'unflatten', 'check_value', 'flatten_layer', 'merge_layer',
+           'decision_metric_ok', 'validate', 'parse_set', 'load_config', 'dump_config']
 
 # %% ../nbs/00_config.ipynb #848d82e9
 class ConfigError(ValueError):
     "A config that cannot be used: an unknown key, a wrong type, an unreadable file."
+
+class ConfigNote(UserWarning):
+    "A setting that acts differently from what its words say (a flag that another one overrides, AMP on a CPU): said once, in one line."
+
+def note(msg:str):
+    "Tell the user `msg` as a `ConfigNote` warning; `pahcl` prints it as one line, a notebook shows it under the cell."
+    warnings.warn(msg, ConfigNote, stacklevel=2)
 
 class _Loader(yaml.SafeLoader):
     "SafeLoader that also reads `1e-3` and `5E+2` as floats (YAML 1.2), as people write them."
@@ -112,6 +119,9 @@ def _type_name(v): return {bool: 'a boolean', int: 'an integer', float: 'a numbe
 def check_value(key:str, default, value, source:str='config'):
     "Return `value` converted to the type of `default`, or raise a `ConfigError` naming `key` and `source`."
     def bad(want): return ConfigError(f"{source}: config key '{key}' must be {want}, got {value!r}")
+    if default == 'auto' and key.endswith('num_workers'):   # 'auto' or a count
+        if value == 'auto' or (isinstance(value, int) and not isinstance(value, bool) and value >= 0): return value
+        raise bad("'auto' or a whole number >= 0")
     if default is None:
         if isinstance(value, (dict, list)): raise bad('a single value')
         return value
@@ -142,9 +152,11 @@ def _sections(flat_schema:dict) -> set:
 
 def _unknown(key:str, flat_schema:dict, source:str) -> ConfigError:
     known = list(flat_schema) + sorted(_sections(flat_schema))
-    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-    return ConfigError(f"{source}: unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else
-                       ' (`pahcl config` prints every key)'))
+    short = {'lr': 'learning_rate', 'epochs': 'num_epochs', 'bs': 'batch_size', 'wd': 'weight_decay', 'workers': 'num_workers',
+             'amp': 'use_amp', 'patience': 'early_stopping_patience'}.get(key.rsplit('.', 1)[-1])
+    leaf = [k for k in known if k.rsplit('.', 1)[-1] in (key.rsplit('.', 1)[-1], short)]  # the right key in the wrong section, or its short name
+    hint = difflib.get_close_matches(key, leaf, n=1, cutoff=0) or difflib.get_close_matches(key, known, n=1, cutoff=0)
+    return ConfigError(f"{source}: unknown config key '{key}' (did you mean '{hint[0]}'? `pahcl config` prints every key)")
 
 def flatten_layer(layer:dict, flat_schema:dict, source:str='config', prefix:str='') -> dict:
     "Flatten a user `layer` against `flat_schema`, raising `ConfigError` on unknown keys or misplaced sections."
@@ -224,18 +236,34 @@ def parse_set(item:str) -> tuple:
     if not eq or not key.strip(): raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.learning_rate=5e-4")
     return key.strip(), parse_yaml(text, f'--set {key.strip()}') if text.strip() else ''
 
+TASK_KEYS = ('task.name', 'task.type', 'task.dataset', 'downstream.num_classes', 'downstream.label_map',
+             'evaluation.primary_metric')   # what a task file (guide §7.2) defines
+
+def _generic_task_keys(user:dict, task:str, source:str) -> dict:
+    """The user's file without the `TASK_KEYS` it sets, when its `task.name` is `default` (a generic file such as the
+    guide's §7.1) and `task` names the task: the task's classes win; a note names what gave way."""
+    flat, taskflat = flatten_layer(user, flatten(default_config('finetune')), source), flatten(read_yaml(task_file(task)))
+    dropped = [k for k in TASK_KEYS if k in flat and k != 'task.name' and k in taskflat and flat[k] != taskflat[k]]
+    if dropped: note(f"{source} is generic (task.name: default): --task {task} sets " + ', '.join(
+        f"{k} ({taskflat[k]!r}, not {flat[k]!r})" if k != 'downstream.label_map' else k for k in dropped))
+    return unflatten({k: v for k, v in flat.items() if k not in TASK_KEYS})
+
 def load_config(kind:str='finetune', task:str|None=None, config_file=None, overrides:dict|None=None, sets=()) -> dict:
-    "Resolve a config: packaged `kind` default < task file < `config_file` < `overrides` < `sets`."
+    """Resolve a config: packaged `kind` default < task file < `config_file` < `overrides` < `sets`.
+    A `config_file` whose `task.name` is `default` is generic: with a `task`, the task's own keys (`TASK_KEYS`) win over it."""
     flat = flatten(default_config(kind))
     user = read_yaml(config_file) if config_file else {}
     user_task = (user.get('task') or {}).get('name') if isinstance(user.get('task'), dict) else None
     if kind != 'finetune':
         if task: raise ConfigError(f"--task applies to fine-tuning configs, not to {kind!r}")
     else:
+        if task: task_file(task)                                           # an unknown task: did you mean
         if task and user_task not in (None, task, 'default'):
             raise ConfigError(f"{config_file}: task.name is {user_task!r} but --task is {task!r}; drop one of them")
-        task = task or (user_task if user_task in list_tasks() else None)
+        if not task and user_task not in (None, 'default'): task_file(user_task)
+        task = task or (user_task if user_task != 'default' else None)
         if task: flat = merge_layer(flat, read_yaml(task_file(task)), str(task_file(task)))
+        if task and user_task == 'default': user = _generic_task_keys(user, task, str(config_file))
     if user: flat = merge_layer(flat, user, str(config_file))
     if overrides:
         flat = merge_layer(flat, {k: v for k, v in overrides.items() if v is not None}, 'command line')

@@ -176,7 +176,7 @@ def read_circor(root, strict:bool=False) -> tuple:
         if m: wavs.setdefault(m['patient'], {})[p.stem] = p
     if table is None and not txts:
         problems.add(root, "no training_data.csv and no patient .txt files here: a CirCor folder holds training_data.csv "
-                           "and training_data/<patient>_<location>.wav (+ .hea, .tsv, <patient>.txt); run `pahcl download circor`")
+                           "and training_data/<patient>_<location>.wav (+ .hea, .tsv, <patient>.txt); run `pahcl download --dataset circor --raw-dir DIR`")
         return [], problems
     pids = list(table) if table is not None else sorted(txts, key=int)
     recs = []
@@ -242,7 +242,7 @@ def read_physionet2016(root, strict:bool=False) -> tuple:
     dirs = _physionet_dirs(root)
     if not dirs:
         problems.add(root, "no REFERENCE.csv here: a PhysioNet 2016 folder holds training-a … training-f, each with "
-                           "REFERENCE.csv and <record>.wav/.hea; run `pahcl download physionet2016`")
+                           "REFERENCE.csv and <record>.wav/.hea; run `pahcl download --dataset physionet2016 --raw-dir DIR`")
         return [], problems
     recs, seen = [], set()
     for d in dirs:
@@ -435,7 +435,7 @@ _READERS = {'circor': read_circor, 'physionet2016': read_physionet2016, 'pascal'
 def read_dataset(name:str, root, strict:bool=False) -> tuple:
     "`(recordings, problems)` of dataset `name` in folder `root`; `strict=True` raises `DatasetError` on the first problem."
     name, root = canonical_name(name), Path(root)
-    if not root.is_dir(): raise DatasetError(f"{name}: folder {root} not found; check the path or run `pahcl download {name}`")
+    if not root.is_dir(): raise DatasetError(f"{name}: folder {root} not found; check the path or run `pahcl download --dataset {name}`")
     recs, problems = _READERS[name](root, strict)
     return recs, list(problems)
 

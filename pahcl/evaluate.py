@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from .config import METRICS
 from .files import write_atomic
 from .data import read_split, task_info_json, check_cycles
 from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion
 from .finetune import load_finetuned, predict, FinetuneError
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'CHALLENGE', 'parse_label_map', 'class_mapping', 'map_probabilities', 'task_probabilities', 'score',
-           'evaluate', 'ensemble', 'summarize', 'markdown_table', 'format_summary']
+__all__ = ['GUIDE_METRICS', 'CHALLENGE', 'NAMES', 'parse_label_map', 'class_mapping', 'map_probabilities', 'task_probabilities',
+           'score', 'evaluate', 'ensemble_dir', 'ensemble', 'summarize', 'markdown_table', 'format_summary']
 
 # %% ../nbs/12_evaluate.ipynb #4c2d40da
 def parse_label_map(text) -> list:
@@ -104,35 +105,48 @@ def evaluate(checkpoint, task:str, data_dir='data/downstream', split:str='test',
                  dict(checkpoint=str(checkpoint), trained_on=ck.get('task'), output_dir=str(out)))
 
 # %% ../nbs/12_evaluate.ipynb #5e99c89f
+def ensemble_dir(checkpoints:list, trained_on:str, task:str, split:str) -> Path:
+    "Where an ensemble's scores go by default: beside its checkpoints' run folders, `outputs/<trained task>_ensemble_<split>`."
+    runs = Path(checkpoints[0]).resolve().parent.parent
+    return runs/(f'{trained_on}_ensemble' + (f'_on_{task}' if task != trained_on else '') + f'_{split}')
+
 def ensemble(checkpoints:list, task:str, data_dir='data/downstream', split:str='test', label_map=None, output_dir=None,
              batch_size:int=64, device='auto', strict:bool=False) -> dict:
     "Average the class probabilities of several fine-tuning checkpoints on a split and score the average."
     if not checkpoints: raise FinetuneError('pahcl ensemble needs at least one --checkpoints file')
     task_dir, info = _task(data_dir, task)
-    probs, df = [], None
+    probs, df, trained = [], None, []
     for c in checkpoints:
-        d, p, _ = task_probabilities(c, task_dir, split, label_map, batch_size, device, strict)
-        df = d if df is None else df; probs.append(p)
-    out = Path(output_dir) if output_dir else Path('outputs')/f'{task}_ensemble'
+        d, p, ck = task_probabilities(c, task_dir, split, label_map, batch_size, device, strict)
+        df = d if df is None else df; probs.append(p); trained.append(ck.get('task') or task)
+    out = Path(output_dir) if output_dir else ensemble_dir(checkpoints, trained[0], task, split)
     return score(df, np.mean(probs, axis=0), task, {str(k): int(v) for k, v in info['label_map'].items()}, split, out,
-                 dict(checkpoints=[str(c) for c in checkpoints], members=len(checkpoints), output_dir=str(out)))
+                 dict(checkpoints=[str(c) for c in checkpoints], members=len(checkpoints), trained_on=sorted(set(trained)),
+                      mode='ensemble', output_dir=str(out)))
 
 # %% ../nbs/12_evaluate.ipynb #236621c7
-SUMMARY_COLUMNS = ['task', 'experiment', 'mode', 'accuracy', 'f1', 'f1_macro', 'auroc', 'primary_metric', 'primary', 'challenge', 'epochs']
+GUIDE_METRICS = ['accuracy', 'f1', 'f1_macro', 'auroc', 'precision', 'recall']   # evaluation.metrics of the guide's §7.1
 CHALLENGE = {'circor_murmur': 'test_patient_murmur_weighted_accuracy', 'circor_outcome': 'test_patient_outcome_cost',
              'physionet2016': 'test_recording_macc', 'pascal': 'test_recording_f1_macro'}
 
+def _summary_row(f:Path, m:dict) -> dict:
+    p = 'test_' if m.get('split', 'test') == 'test' else f"{m['split']}_"
+    row = dict(task=m.get('task'), experiment=f.parent.name, mode=m.get('mode', 'evaluate'))
+    row.update({k: m.get(f'{p}{k}') for k in m.get('metrics', GUIDE_METRICS)})
+    return dict(row, primary_metric=m.get('primary_metric'), primary=m.get('test_primary'),
+                challenge=m.get(CHALLENGE.get(m.get('task'), ''), None), epochs=m.get('epochs_trained'))
+
 def summarize(output_dir='outputs', write:bool=True) -> pd.DataFrame:
-    "One row per run folder with a final_metrics.json under `output_dir`; writes summary.csv / summary.md."
-    rows = []
-    for f in sorted(Path(output_dir).glob('*/final_metrics.json')):
+    """One row per fine-tuning run (a folder with final_metrics.json) and per ensemble (a `*_ensemble_*` folder with
+    metrics.json) under `output_dir`; its metric columns are those the runs' `evaluation.metrics` list. Writes summary.csv / .md."""
+    rows, found = [], sorted(Path(output_dir).glob('*/final_metrics.json')) + sorted(Path(output_dir).glob('*_ensemble_*/metrics.json'))
+    for f in found:
         try: m = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as e: print(f'skipping {f}: {e}'); continue
-        rows.append(dict(task=m.get('task'), experiment=f.parent.name, mode=m.get('mode'), accuracy=m.get('test_accuracy'),
-                         f1=m.get('test_f1'), f1_macro=m.get('test_f1_macro'), auroc=m.get('test_auroc'),
-                         primary_metric=m.get('primary_metric'), primary=m.get('test_primary'),
-                         challenge=m.get(CHALLENGE.get(m.get('task'), ''), None), epochs=m.get('epochs_trained')))
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        rows.append(_summary_row(f, m))
+    listed = {k for r in rows for k in r if k in METRICS}
+    cols = ['task', 'experiment', 'mode', *[k for k in METRICS if k in listed], 'primary_metric', 'primary', 'challenge', 'epochs']
+    df = pd.DataFrame(rows, columns=cols if rows else ['task', 'experiment', 'mode', *GUIDE_METRICS, 'primary_metric', 'primary', 'challenge', 'epochs'])
     if write and len(df):
         write_atomic(Path(output_dir)/'summary.csv', df.to_csv(index=False))
         write_atomic(Path(output_dir)/'summary.md', markdown_table(df))
@@ -145,10 +159,14 @@ def markdown_table(df:pd.DataFrame, digits:int=4) -> str:
     lines += ['| ' + ' | '.join(fmt(v) for v in r) + ' |' for r in df.itertuples(index=False)]
     return '\n'.join(lines) + '\n'
 
+NAMES = dict(accuracy='Accuracy', f1='F1', f1_macro='F1 macro', f1_weighted='F1 weighted', auroc='AUROC', auprc='AUPRC',
+             precision='Precision', recall='Recall', specificity='Specificity')
+
 def format_summary(df:pd.DataFrame) -> str:
-    "The guide's §4.4 console table."
-    bar = '=' * 92
-    head = f"{'task':<18} {'experiment':<32} {'Accuracy':>10} {'F1':>10} {'F1 macro':>10} {'AUROC':>10}"
-    f = lambda v: f'{v:>10.4f}' if isinstance(v, float) and not np.isnan(v) else f"{'-':>10}"
-    body = [f"{r.task:<18} {r.experiment:<32} {f(r.accuracy)} {f(r.f1)} {f(r.f1_macro)} {f(r.auroc)}" for r in df.itertuples()]
-    return '\n'.join([bar, 'Summary of experiments', bar, head, '-' * 92, *body, bar])
+    "The guide's §4.4 console table, one column per metric the runs list."
+    ms = [c for c in df.columns if c in METRICS]
+    width = 51 + 12 * len(ms); bar = '=' * width
+    f = lambda v: f'{v:>11.4f}' if isinstance(v, float) and not np.isnan(v) else f"{'-':>11}"
+    head = f"{'task':<18} {'experiment':<32}" + ''.join(f" {NAMES[m]:>11}" for m in ms)
+    body = [f"{r['task']!s:<18} {r['experiment']:<32}" + ''.join(f" {f(r[m])}" for m in ms) for _, r in df.iterrows()]
+    return '\n'.join([bar, 'Summary of experiments', bar, head, '-' * width, *body, bar])

@@ -11,19 +11,20 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.distributed as dist
-from .config import load_config, dump_config
+from .config import load_config, dump_config, note
 from .files import write_atomic
 from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycles
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,
                      CheckpointError)
 from .ssm import reuse_freed_memory
-from .pretrain import seed_everything, lr_scheduler, init_distributed, is_distributed, reduce_mean, setup_logger
+from .pretrain import (seed_everything, lr_scheduler, init_distributed, is_distributed, reduce_mean, setup_logger, run_folder,
+                            discard_run_folder, loader_workers, use_amp)
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
-__all__ = ['FinetuneError', 'check_label_map', 'build_classifier', 'freeze_encoder', 'train_mode', 'make_optimizer',
-           'make_criterion', 'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir', 'finetune',
-           'load_finetuned']
+__all__ = ['FinetuneError', 'check_label_map', 'architecture_note', 'build_classifier', 'freeze_encoder', 'train_mode',
+           'make_optimizer', 'make_criterion', 'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir',
+           'finetune', 'load_finetuned']
 
 # %% ../nbs/11_finetune.ipynb #08e46dad
 class FinetuneError(ValueError):
@@ -38,14 +39,23 @@ def check_label_map(cfg_map:dict, task_map:dict, task_dir) -> dict:
     return b
 
 # %% ../nbs/11_finetune.ipynb #481043e7
+def architecture_note(asked:dict, checkpoint:dict, path):
+    "Say which `model.*` settings (from a config, `--set` or `--preset`) give way to the architecture of the checkpoint at `path`."
+    default = load_config('finetune')['model']
+    moved = [k for k in asked if asked[k] != default.get(k) and asked[k] != checkpoint.get(k)]
+    if moved: note(f"{path} is a {checkpoint.get('encoder_type')} encoder whose architecture wins over " +
+                   ', '.join(f"model.{k} {asked[k]!r} (it has {checkpoint.get(k)!r})" for k in moved) + ' (from --set, --preset or --config)')
+
 def build_classifier(cfg:dict, pretrained=None, from_scratch:bool=False) -> tuple:
     "(CycleClassifier, info) with the encoder from `pretrained` or, with `from_scratch`, freshly built from cfg['model']."
     nc, ds = int(cfg['downstream']['num_classes']), cfg['downstream']
     if pretrained is not None and from_scratch:
         raise FinetuneError('give either --pretrained or --from-scratch, not both')
-    if pretrained is None and not from_scratch:
-        raise FinetuneError(f"no pretrained encoder: pass --pretrained PATH (pahcl pretrain writes {cfg['pretrain']['checkpoint_path']}) "
-                            "or --from-scratch for the supervised baseline")
+    if pretrained is None and not from_scratch:              # pretrain.checkpoint_path is the default, as its name says
+        pretrained = cfg['pretrain']['checkpoint_path']
+        if not Path(pretrained).exists():
+            raise FinetuneError(f"no pretrained encoder at pretrain.checkpoint_path ({pretrained}): run pahcl pretrain, pass --pretrained PATH "
+                                "or --from-scratch for the supervised baseline")
     if from_scratch:
         enc, info = build_encoder(cfg['model']), dict(init='scratch')
     else:
@@ -54,6 +64,7 @@ def build_classifier(cfg:dict, pretrained=None, from_scratch:bool=False) -> tupl
         ck = load_checkpoint(p)
         enc = load_encoder_only(ck)
         info = dict(init='pretrained', pretrained=str(p), pretrained_kind=ck.get('kind'), pretrained_epoch=ck.get('epoch'))
+        architecture_note(cfg['model'], dict(enc.config), p)
         cfg['model'] = dict(enc.config)                      # the checkpoint's architecture is the run's
     model = CycleClassifier(enc, nc, hidden_dim=ds['hidden_dim'], dropout=ds['dropout'])
     if not from_scratch and not cfg['pretrain']['load_encoder_only'] and ck.get('kind') == 'finetune' and 'classifier' in (ck.get('heads') or {}):
@@ -132,13 +143,14 @@ def _scalars(d:dict) -> dict: return {k: v for k, v in d.items() if isinstance(v
 def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scratch:bool=False, data_dir=None, output_dir='outputs',
              experiment_name:str|None=None, linear_eval:bool=False, few_shot_ratio:float|None=None, resume:bool=False,
              device:str='auto', preset:str|None=None, max_steps_per_epoch:int|None=None, time_budget_s:float|None=None,
-             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False, min_steps:int|None=None) -> dict:
+             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False, min_steps:int|None=None, overwrite:bool=False) -> dict:
     """Fine-tune (or linearly evaluate) on a downstream task; returns the final metrics dict (also in final_metrics.json).
     `max_steps_per_epoch` shortens epochs; `time_budget_s` stops training at the end of the epoch in which that many
     seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), then validates and tests as usual.
     A damaged cycle or task row is warned about and skipped; with `strict` it stops the run (`DataError`) before training.
     `min_steps` raises `training.num_epochs` until the run takes at least that many optimizer steps (a few-shot split of
-    nine recordings is one step an epoch)."""
+    nine recordings is one step an epoch). A run folder holding an earlier run is refused unless `resume` or `overwrite`; a run
+    that fails before training leaves no folder behind."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('finetune', task)
     task = task or cfg['task']['name']
     if not task or task == 'default': raise FinetuneError('no task: pass --task (circor_murmur, circor_outcome, physionet2016, pascal) or set task.name')
@@ -157,64 +169,68 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     out = run_dir(output_dir, task, experiment)
     seed = int(cfg['seed'])
     rank, world, dev = init_distributed(device)
+    created = run_folder(out, resume, overwrite, rank)
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     if is_distributed(): dist.barrier()
     log = setup_logger(out, rank, 'pahcl.finetune', quiet)
     t_start = time.perf_counter()
+    try:
 
-    train_df, weights = read_split(task_dir, 'train', strict); val_df, _ = read_split(task_dir, 'val', strict); test_df, _ = read_split(task_dir, 'test', strict)
-    train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length']), strict) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
-    if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=seed)
-    if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
-    seed_everything(seed)
-    reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
-    model, info = build_classifier(cfg, pretrained, from_scratch)
-    mode = 'linear' if linear_eval else ('fewshot' if few_shot_ratio is not None else 'finetune')
-    if linear_eval: freeze_encoder(model)
-    model.to(dev)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
-    bs = max(1, int(tr['batch_size']) // world)
-    steps = max(1, math.ceil(len(train_df) / world / bs))
-    if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
-    if min_steps: tr['num_epochs'] = cfg['downstream']['num_epochs'] = max(int(tr['num_epochs']), math.ceil(int(min_steps) / steps))
-    opt = make_optimizer(model, tr)
-    sched = lr_scheduler(opt, steps * int(tr['num_epochs']), steps * int(tr['warmup_epochs']), float(tr['learning_rate']), float(tr['min_lr']))
-    crit = make_criterion(tr, weights, dev)
-    use_amp = bool(tr['use_amp']) and dev.type == 'cuda'
-    scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
-    tl, ebs = int(cfg['data']['target_length']), max(bs, 64)
-    primary = ev['primary_metric']
-    val_subjects = int(val_df['subject'].nunique())
-    by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
-    start, best, bad, history = 0, None, 0, []
-    last = out/'last.pt'
-    if resume and last.exists():
-        ck = load_checkpoint(last)
-        model.load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-        start, best, bad, history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['bad'], ck['extra']['history']
-        torch.set_rng_state(ck['extra']['rng'])
-        log.info(f'resumed from {last} at epoch {start}')
-    elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
-    run_info = dict(task=task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=world, device=str(dev),
-                    train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=steps,
-                    num_epochs=int(tr['num_epochs']),
-                    val_cycles=len(val_df), test_cycles=len(test_df), **info)
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out), purge_step=start * steps if start else None)
-        write_atomic(out/'config.yaml', dump_config(cfg) + '\n# run\n' + dump_config({'run': run_info}))
-        log.info(f"{task} {mode}: {len(train_df)} training cycles of {run_info['train_subjects']} subjects, "
-                 f"val {len(val_df)}, test {len(test_df)}; encoder {info['init']}; {world} process(es) on {dev}; {steps} steps/epoch")
-        if not by_val: log.info(f"the validation split has {val_subjects} subjects, fewer than evaluation.selection_min_subjects = "
-                                f"{ev['selection_min_subjects']}: the last epoch is kept and there is no early stopping")
+        train_df, weights = read_split(task_dir, 'train', strict); val_df, _ = read_split(task_dir, 'val', strict); test_df, _ = read_split(task_dir, 'test', strict)
+        train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length']), strict) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
+        if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=seed)
+        if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
+        seed_everything(seed)
+        reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
+        model, info = build_classifier(cfg, pretrained, from_scratch)
+        mode = 'linear' if linear_eval else ('fewshot' if few_shot_ratio is not None else 'finetune')
+        if linear_eval: freeze_encoder(model)
+        model.to(dev)
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
+        bs = max(1, int(tr['batch_size']) // world)
+        steps = max(1, math.ceil(len(train_df) / world / bs))
+        if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
+        if min_steps: tr['num_epochs'] = cfg['downstream']['num_epochs'] = max(int(tr['num_epochs']), math.ceil(int(min_steps) / steps))
+        opt = make_optimizer(model, tr)
+        sched = lr_scheduler(opt, steps * int(tr['num_epochs']), steps * int(tr['warmup_epochs']), float(tr['learning_rate']), float(tr['min_lr']))
+        crit = make_criterion(tr, weights, dev)
+        amp = use_amp(tr['use_amp'], dev, log); workers = loader_workers(tr['num_workers'], world)
+        scaler = torch.amp.GradScaler('cuda', enabled=amp)
+        tl, ebs = int(cfg['data']['target_length']), max(bs, 64)
+        primary = ev['primary_metric']
+        val_subjects = int(val_df['subject'].nunique())
+        by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
+        start, best, bad, history = 0, None, 0, []
+        last = out/'last.pt'
+        if resume and last.exists():
+            ck = load_checkpoint(last)
+            model.load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+            start, best, bad, history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['bad'], ck['extra']['history']
+            torch.set_rng_state(ck['extra']['rng'])
+            log.info(f'resumed from {last} at epoch {start}')
+        elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
+        run_info = dict(task=task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=world, device=str(dev),
+                        train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=steps,
+                        num_epochs=int(tr['num_epochs']),
+                        val_cycles=len(val_df), test_cycles=len(test_df), **info)
+        writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out), purge_step=start * steps if start else None)
+            write_atomic(out/'config.yaml', dump_config(cfg) + '\n' + ''.join(f'# {l}\n' for l in dump_config({'run': run_info}).splitlines()))
+            log.info(f"{task} {mode}: {len(train_df)} training cycles of {run_info['train_subjects']} subjects, "
+                     f"val {len(val_df)}, test {len(test_df)}; encoder {info['init']}; {world} process(es) on {dev}; {steps} steps/epoch")
+            if not by_val: log.info(f"the validation split has {val_subjects} subjects, fewer than evaluation.selection_min_subjects = "
+                                    f"{ev['selection_min_subjects']}: the last epoch is kept and there is no early stopping")
+    except BaseException:
+        discard_run_folder(out, created, log, rank); raise      # nothing trained yet: no folder left behind
     from tqdm.auto import tqdm
     ckmeta = lambda epoch, metrics: dict(kind='finetune', encoder=model.encoder, heads={'classifier': model.classifier}, config=cfg,
                                          epoch=epoch, metrics=metrics, task=task, label_map=label_map)
     stop = False
     for epoch in range(start, int(tr['num_epochs'])):
         t0 = time.perf_counter()
-        dl = train_loader(CycleDataset(train_df, target_length=tl), bs, seed, epoch, int(tr['num_workers']))
+        dl = train_loader(CycleDataset(train_df, target_length=tl), bs, seed, epoch, workers)
         train_mode(ddp)
         tot, n = 0., 0
         bar = tqdm(total=steps, desc=f'epoch {epoch}', disable=quiet or rank != 0, leave=False)
@@ -222,7 +238,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
             if i >= steps: break
             if mid_epoch_stop and i and world == 1 and time_budget_s is not None and time.perf_counter() - t_start > time_budget_s: break
             x, y = b['x'].to(dev), b['label'].to(dev)
-            with torch.autocast('cuda', enabled=use_amp):
+            with torch.autocast('cuda', enabled=amp):
                 loss = crit(ddp(x).float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward(); scaler.unscale_(opt)
@@ -231,12 +247,12 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
             tot += float(loss.detach()) * len(y); n += len(y); bar.update(1)
             step = epoch * steps + i
             if writer and step % max(1, int(tr['log_interval'])) == 0:
-                writer.add_scalar('train/loss', float(loss.detach()), step); writer.add_scalar('train/lr', opt.param_groups[0]['lr'], step)
+                writer.add_scalar('step/loss', float(loss.detach()), step); writer.add_scalar('step/lr', opt.param_groups[0]['lr'], step)
         bar.close()
         row = dict(epoch=epoch, train_loss=reduce_mean(tot / max(n, 1)), lr=opt.param_groups[0]['lr'])
         decision = [None, False, False]
         if rank == 0:
-            vm, _ = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
+            vm, _ = score_split(model, val_df, task, label_map, tl, ebs, dev, amp)
             row.update({f'val_{k}': v for k, v in _scalars(vm).items()})
             value = primary_value(vm, primary)
             improved = (value is not None and not math.isnan(value) and (best is None or value > best)) or not by_val
@@ -245,7 +261,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
             row.update(val_primary=value, best=improved, seconds=round(time.perf_counter() - t0, 2))
             history.append(row)
             for k, v in _scalars(row).items():
-                if k not in ('epoch', 'seconds'): writer.add_scalar(('train/' if k.startswith('train') else 'val/' if k.startswith('val') else 'epoch/') + k.replace('val_', '').replace('train_', ''), v, epoch)
+                if k not in ('epoch', 'seconds'): writer.add_scalar(f'epoch/{k}', v, epoch)      # per step: step/, per epoch: epoch/
             writer.flush()
             log.info(f"epoch {epoch}: train_loss {row['train_loss']:.4f}, val {primary} {value:.4f}{' *' if improved else ''}, "
                      f"lr {row['lr']:.3g}, {row['seconds']} s")
@@ -273,7 +289,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         if prior: add_logit_offsets(model, [-x for x in prior])
         decision, b = dict(decision_metric=ev['decision_metric'], decision_offsets=None), None
         if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
-            _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, use_amp)
+            _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, amp)
             b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'],
                                 min_units=int(ev['decision_min_units']))
             decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
@@ -282,12 +298,13 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         if (b and any(b)) or prior:
             save_checkpoint(kept, **ckmeta(best_epoch if best_epoch is not None else (history[-1]['epoch'] if history else 0),
                                            dict(kept_metrics, **({'decision_offsets': b} if b and any(b) else {}))))
-        tm, pred = score_split(model, test_df, task, label_map, tl, ebs, dev, use_amp)
+        tm, pred = score_split(model, test_df, task, label_map, tl, ebs, dev, amp)
         write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
         if ev['save_confusion_matrix']:
             for lvl in ('', 'recording_', 'patient_'):
                 if f'{lvl}confusion_matrix' in tm: save_confusion(tm[f'{lvl}confusion_matrix'], names, out/f'{lvl}confusion_matrix')
-        final = dict(prefixed(tm, 'test_'), task=task, experiment=experiment, mode=mode, best_epoch=best_epoch,
+        listed = {f'test_{k}': tm.get(k) for k in ev['metrics']}          # evaluation.metrics first, in its order (guide §4.1)
+        final = dict(listed, **prefixed(tm, 'test_'), metrics=list(ev['metrics']), task=task, experiment=experiment, mode=mode, best_epoch=best_epoch,
                      epochs_trained=len(history), primary_metric=primary, test_primary=primary_value(tm, primary),
                      best_val_primary=best, stopped_early=stop, minutes=round((time.perf_counter() - t_start) / 60, 2),
                      seed=seed, **decision, **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})

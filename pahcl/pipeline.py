@@ -15,13 +15,14 @@ from .finetune import finetune, FinetuneError
 from .evaluate import summarize, format_summary
 
 # %% auto #0
-__all__ = ['ACTIONS', 'train_all', 'run', 'demo']
+__all__ = ['ACTIONS', 'train_all', 'run', 'small_split_note', 'demo']
 
 # %% ../nbs/12a_pipeline.ipynb #0de592c7
 ACTIONS = ('all', 'prepare', 'train-all', 'summarize')
 
 def train_all(pretrained, data_dir='data/downstream', output_dir='outputs', linear:bool=False, experiment_name:str|None=None,
-              tasks=None, sets=(), overrides:dict|None=None, config_file=None, from_scratch:bool=False, quiet:bool=False) -> dict:
+              tasks=None, sets=(), overrides:dict|None=None, config_file=None, from_scratch:bool=False, quiet:bool=False,
+              resume:bool=False, overwrite:bool=False) -> dict:
     "Fine-tune every task (or `tasks`) found in `data_dir`; {task: final metrics}."
     tasks = [t for t in (tasks or list_tasks()) if (Path(data_dir)/t/'task_config.json').exists()]
     if not tasks: raise FinetuneError(f'{data_dir}: no prepared task here; run pahcl prepare (or pahcl run prepare) first')
@@ -32,12 +33,12 @@ def train_all(pretrained, data_dir='data/downstream', output_dir='outputs', line
     for t in tasks:
         cfg = load_config('finetune', t, config_file, overrides, list(sets))
         out[t] = finetune(cfg, pretrained=None if from_scratch else pretrained, from_scratch=from_scratch, data_dir=data_dir,
-                          output_dir=output_dir, experiment_name=name, linear_eval=linear, quiet=quiet)
+                          output_dir=output_dir, experiment_name=name, linear_eval=linear, quiet=quiet, resume=resume, overwrite=overwrite)
     return out
 
 def run(action:str, raw_dir='data/raw', processed_dir='data/processed', data_dir='data/downstream', output_dir='outputs',
         pretrained=None, linear:bool=False, experiment_name:str|None=None, seed:int=42, num_workers:int=2, sets=(),
-        overrides:dict|None=None, config_file=None, quiet:bool=False) -> dict:
+        overrides:dict|None=None, config_file=None, quiet:bool=False, resume:bool=False, overwrite:bool=False) -> dict:
     "The guide's run_downstream.sh: `all`, `prepare`, `train-all` (optionally `linear`) or `summarize`."
     if action not in ACTIONS: raise FinetuneError(f"unknown action {action!r}; choose one of {', '.join(ACTIONS)}")
     res = {}
@@ -47,7 +48,7 @@ def run(action:str, raw_dir='data/raw', processed_dir='data/processed', data_dir
     if action in ('all', 'train-all'):
         pretrained = pretrained or load_config('finetune')['pretrain']['checkpoint_path']
         res['train'] = train_all(pretrained, data_dir, output_dir, linear, experiment_name, sets=sets, overrides=overrides,
-                                 config_file=config_file, quiet=quiet)
+                                 config_file=config_file, quiet=quiet, resume=resume, overwrite=overwrite)
     if action in ('all', 'summarize'):
         table = summarize(output_dir)
         res['summary'] = table.to_dict('records')
@@ -55,6 +56,12 @@ def run(action:str, raw_dir='data/raw', processed_dir='data/processed', data_dir
     return res
 
 # %% ../nbs/12a_pipeline.ipynb #e7f2d0d5
+def small_split_note(task_dir, split:str='test', floor:int=20) -> str:
+    "' (N test subjects: too few to judge …)' when the split holds fewer than `floor` subjects, else ''."
+    n = json.loads((Path(task_dir)/'task_config.json').read_text())['counts'][split]['subjects']
+    return (f" ({n} {split} subjects: too few to judge a model; `pahcl bench demo` scores every mode on 130+ new ones)"
+            if n < floor else '')
+
 def demo(out_dir=None, preset:str='tiny', pretrain_epochs:int=3, finetune_epochs:int=5, seed:int=0, quiet:bool=False,
          tasks=None) -> dict:
     "Make the demo datasets and run the whole chain in `out_dir` (a new temporary folder by default); returns paths and metrics."
@@ -69,7 +76,8 @@ def demo(out_dir=None, preset:str='tiny', pretrain_epochs:int=3, finetune_epochs
     say(f'[4/6] pretrain ({preset} model, {pretrain_epochs} epochs)')
     pcfg = apply_preset(load_config('pretrain', sets=['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=64',
                                                       'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300']), preset)
-    ps = pretrain(pcfg, processed, root/'checkpoints'/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True)
+    ps = pretrain(pcfg, processed, root/'checkpoints'/'pretrain', epochs=pretrain_epochs, exclude_tasks_dir=downstream, quiet=True,
+                  overwrite=True)                                              # a demo run again replaces the last one
     say(f'[5/6] fine-tune the tasks (at least {finetune_epochs} epochs; small tasks more, to see ~80 steps)')
     metrics = {}
     for t in (tasks or list_tasks()):
@@ -78,8 +86,8 @@ def demo(out_dir=None, preset:str='tiny', pretrain_epochs:int=3, finetune_epochs
         cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
                                                'training.early_stopping_patience=100'])
         metrics[t] = finetune(cfg, pretrained=ps['best_model'], data_dir=downstream, output_dir=root/'outputs',
-                              experiment_name='demo', quiet=True)
-        say(f"      {t}: test {metrics[t]['primary_metric']} {metrics[t]['test_primary']:.3f}")
+                              experiment_name='demo', quiet=True, overwrite=True)
+        say(f"      {t}: test {metrics[t]['primary_metric']} {metrics[t]['test_primary']:.3f}{small_split_note(downstream/t)}")
     say('[6/6] summarize'); table = summarize(root/'outputs')
     minutes = (time.perf_counter() - t0) / 60
     if not quiet:

@@ -4,14 +4,14 @@
 
 # %% ../nbs/09_pretrain.ipynb #78676e1e
 from __future__ import annotations
-import copy, json, logging, math, os, random, time
+import copy, json, logging, math, os, random, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
-from .config import load_config, dump_config
+from .config import load_config, dump_config, note
 from .files import write_atomic
 from .data import (read_processed, subject_split, task_subjects, read_split, task_info_json, CycleDataset, check_cycles,
                    ContrastiveCollate, make_loader, set_epoch, RecordingPairs)
@@ -20,11 +20,12 @@ from .models import (build_encoder, ProjectionHead, pool_substructures, save_che
 from .ssm import reuse_freed_memory
 
 # %% auto #0
-__all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'init_distributed', 'PretrainError', 'is_distributed',
-           'local_only', 'gather', 'reduce_mean', 'rank_offset', 'setup_logger', 'nt_xent', 'substructure_nt_xent',
-           'PAHCL', 'build_pahcl', 'MomentumQueue', 'moco_loss', 'cross_nt_xent', 'pahcl_loss', 'alignment',
-           'uniformity', 'knn_predict', 'linear_probe', 'probe_comparison', 'pretrain_splits', 'knn_sets', 'vote_auroc',
-           'knn_scores', 'pretrain', 'validate']
+__all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'DeviceError', 'init_distributed', 'PretrainError',
+           'is_distributed', 'local_only', 'gather', 'reduce_mean', 'rank_offset', 'setup_logger', 'run_folder',
+           'discard_run_folder', 'cpu_count', 'loader_workers', 'use_amp', 'nt_xent', 'substructure_nt_xent', 'PAHCL',
+           'build_pahcl', 'MomentumQueue', 'moco_loss', 'cross_nt_xent', 'pahcl_loss', 'alignment', 'uniformity',
+           'knn_predict', 'linear_probe', 'probe_comparison', 'pretrain_splits', 'knn_sets', 'vote_auroc', 'knn_scores',
+           'pretrain', 'validate']
 
 # %% ../nbs/09_pretrain.ipynb #f2bdcd04
 def seed_everything(seed:int):
@@ -43,12 +44,15 @@ def lr_scheduler(optimizer, total_steps:int, warmup_steps:int, base_lr:float, mi
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 # %% ../nbs/09_pretrain.ipynb #4d757440
+class DeviceError(ValueError):
+    "A device that this machine does not have (`--device cuda` without a GPU)."
+
 def init_distributed(device:str='auto') -> tuple:
     "Join torchrun's process group if there is one; return (rank, world_size, torch.device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     use_cuda = torch.cuda.is_available() if device == 'auto' else str(device).startswith('cuda')
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no GPU; use --device cpu")
+        raise DeviceError(f"--device {device}: torch sees no GPU on this machine; use --device cpu (or auto)")
     if world > 1 and not dist.is_initialized():
         if use_cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
         dist.init_process_group('nccl' if use_cuda else 'gloo')
@@ -88,6 +92,7 @@ def rank_offset(n:int) -> int: return (dist.get_rank() * n) if is_distributed() 
 def setup_logger(output_dir, rank:int=0, name:str='pahcl', quiet:bool=False) -> logging.Logger:
     "A logger that writes `train.log` in `output_dir` (appending, so a resumed run keeps its history) and the console, on rank 0 only."
     log = logging.getLogger(f'{name}.{Path(output_dir).resolve()}')
+    for h in log.handlers: h.close()                        # a logger of the same folder from an earlier run in this process
     log.handlers.clear(); log.propagate = False; log.setLevel(logging.INFO)
     if rank == 0:
         fmt = logging.Formatter('%(asctime)s %(message)s', '%Y-%m-%d %H:%M:%S')
@@ -95,6 +100,40 @@ def setup_logger(output_dir, rank:int=0, name:str='pahcl', quiet:bool=False) -> 
         if not quiet: sh = logging.StreamHandler(); sh.setFormatter(fmt); log.addHandler(sh)
     else: log.addHandler(logging.NullHandler())
     return log
+
+# %% ../nbs/09_pretrain.ipynb #584b5a82
+def run_folder(out:Path, resume:bool=False, overwrite:bool=False, rank:int=0, other:str='--experiment-name') -> bool:
+    "Check `out` before a run writes into it; returns True when this run creates it. An earlier run there is refused unless `resume` or `overwrite` (which clears it)."
+    if resume and overwrite: raise FileExistsError(f'{out}: --resume continues the run there and --overwrite deletes it; pass one of them')
+    earlier = out.is_dir() and any(out.iterdir())
+    if earlier and not (resume or overwrite):
+        raise FileExistsError(f'{out} holds an earlier run; pass --resume to continue it, --overwrite to replace it, or another {other}')
+    if earlier and overwrite and rank == 0: shutil.rmtree(out)
+    if is_distributed(): dist.barrier()
+    return not out.exists()
+
+def discard_run_folder(out:Path, created:bool, log:logging.Logger|None=None, rank:int=0):
+    "After a run failed before training: remove `out` if the run made it (its log handlers closed first)."
+    for h in (log.handlers if log else []): h.close()
+    if created and rank == 0: shutil.rmtree(out, ignore_errors=True)
+
+def cpu_count() -> int:
+    "CPUs this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+def loader_workers(value, world:int=1) -> int:
+    "`training.num_workers` as a count: `auto` -> 0 on two CPUs per process or fewer, else up to 4; a count above the CPUs is lowered, with a note."
+    per = max(1, cpu_count() // max(1, world))
+    if value == 'auto': return max(0, min(4, per - 2))
+    if int(value) > cpu_count():
+        note(f'training.num_workers {value} is more than the {cpu_count()} CPUs here: using {cpu_count()} (set auto to let pahcl choose)')
+        return cpu_count()
+    return int(value)
+
+def use_amp(asked:bool, dev:torch.device, log:logging.Logger) -> bool:
+    "Whether to train in mixed precision: `training.use_amp` on a CUDA device; on a CPU it is said once, and training is float32."
+    if asked and dev.type != 'cuda': log.info('note: training.use_amp is true, but mixed precision runs on CUDA only: training in float32 on the CPU')
+    return bool(asked) and dev.type == 'cuda'
 
 # %% ../nbs/09_pretrain.ipynb #24d11625
 def nt_xent(z1:torch.Tensor, z2:torch.Tensor, temperature:float=0.07) -> torch.Tensor:
@@ -312,13 +351,14 @@ def _loader(df, cfg, batch_size, seed, epoch, train:bool, num_workers:int):
 def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int|None=None, batch_size:int|None=None,
              resume:bool=False, exclude_tasks_dir=None, preset:str|None=None, device:str='auto', datasets=None,
              max_steps_per_epoch:int|None=None, time_budget_s:float|None=None, quiet:bool=False,
-             mid_epoch_stop:bool=False, strict:bool=False) -> dict:
+             mid_epoch_stop:bool=False, strict:bool=False, overwrite:bool=False) -> dict:
     """Pretrain PA-HCL; writes best_model.pt, last.pt, epoch_N.pt, history.json, config.yaml, train.log, TensorBoard events.
     `max_steps_per_epoch` shortens epochs; `time_budget_s` stops the run at the end of the epoch in which that many
-    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), validating and saving as usual. A damaged cycle file is warned about and skipped; with `strict` it stops the run."""
+    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), validating and saving as usual. A damaged cycle file is warned about and skipped; with `strict` it stops the run.
+    An `output_dir` holding an earlier run is refused unless `resume` or `overwrite`; a run that fails before training leaves no folder behind."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('pretrain')
     if preset: cfg = apply_preset(cfg, preset)
-    tr_cfg, data_cfg, ev = cfg['training'], cfg['data'], cfg['evaluation']
+    tr_cfg, data_cfg = cfg['training'], cfg['data']
     if epochs is not None: tr_cfg['num_epochs'] = int(epochs)
     if batch_size is not None: tr_cfg['batch_size'] = int(batch_size)
     processed_dir = Path(processed_dir or data_cfg['processed_dir'])
@@ -326,10 +366,20 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     exclude_tasks_dir = exclude_tasks_dir or data_cfg.get('exclude_tasks_dir')
     rank, world, dev = init_distributed(device)
     seed = int(cfg['seed'])
+    created = run_folder(out, resume, overwrite, rank, other='--output-dir')
     if rank == 0: out.mkdir(parents=True, exist_ok=True)
     if is_distributed(): dist.barrier()
     log = setup_logger(out, rank, 'pahcl.pretrain', quiet)
     t_start = time.perf_counter()
+    try: return _pretrain(cfg, processed_dir, out, resume, exclude_tasks_dir, rank, world, dev, seed, log, t_start, created, datasets,
+                          max_steps_per_epoch, time_budget_s, quiet, mid_epoch_stop, strict)
+    except BaseException:
+        if not (out/'last.pt').exists(): discard_run_folder(out, created, log, rank)     # failed before its first epoch ended
+        raise
+
+def _pretrain(cfg, processed_dir, out, resume, exclude_tasks_dir, rank, world, dev, seed, log, t_start, created, datasets,
+              max_steps_per_epoch, time_budget_s, quiet, mid_epoch_stop, strict) -> dict:
+    tr_cfg, data_cfg, ev = cfg['training'], cfg['data'], cfg['evaluation']
 
     train_df, val_df, counts = pretrain_splits(processed_dir, data_cfg['val_ratio'], seed, exclude_tasks_dir, datasets)
     train_df, val_df = (check_cycles(d, int(data_cfg['target_length']), strict) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
@@ -350,8 +400,8 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     total = steps * tr_cfg['num_epochs']
     opt = torch.optim.AdamW(model.parameters(), lr=tr_cfg['learning_rate'], weight_decay=tr_cfg['weight_decay'])
     sched = lr_scheduler(opt, total, steps * tr_cfg['warmup_epochs'], tr_cfg['learning_rate'], tr_cfg['min_lr'])
-    use_amp = bool(tr_cfg['use_amp']) and dev.type == 'cuda'
-    scaler = torch.amp.GradScaler('cuda', enabled=use_amp)
+    amp = use_amp(tr_cfg['use_amp'], dev, log)
+    scaler = torch.amp.GradScaler('cuda', enabled=amp)
     higher = bool(sets)
     start, best, history = 0, None, []
     last = out/'last.pt'
@@ -375,9 +425,10 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     from tqdm.auto import tqdm
     stopped_early, skipped = False, 0
     ds = CycleDataset(train_df, target_length=data_cfg['target_length'])     # counts unsegmented cycles even if no epoch is left to run
+    workers = loader_workers(tr_cfg['num_workers'], world)
     for epoch in range(start, tr_cfg['num_epochs']):
         t0 = time.perf_counter()
-        dl, ds = _loader(train_df, cfg, per_rank_bs, seed, epoch, True, tr_cfg['num_workers'])
+        dl, ds = _loader(train_df, cfg, per_rank_bs, seed, epoch, True, workers)
         ddp.train(); sums = dict(loss=0., cycle=0., sub=0.); n = 0
         bar = tqdm(total=steps, desc=f'epoch {epoch}', disable=quiet or rank != 0, leave=False)
         for i, batch in enumerate(dl):
@@ -385,7 +436,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
             if mid_epoch_stop and i and world == 1 and time_budget_s is not None and time.perf_counter() - t_start > time_budget_s: break
             if batch['view1'].shape[0] < 2: skipped += 1; continue        # no negatives in a batch of one
             batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in batch.items()}
-            with torch.autocast('cuda', enabled=use_amp):
+            with torch.autocast('cuda', enabled=amp):
                 r = pahcl_loss(ddp, batch, cfg['loss'], mom)
             if not torch.isfinite(r['loss'].detach()):
                 files = ds.df['path'].iloc[batch['index'][:3].cpu().numpy()].tolist()
@@ -402,8 +453,8 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
             n += 1; bar.update(1); bar.set_postfix(loss=f"{float(r['loss'].detach()):.3f}")
             step = epoch * steps + i
             if writer and step % max(1, tr_cfg['log_interval']) == 0:
-                for k in sums: writer.add_scalar(f'train/{k}', float(r[k].detach()), step)
-                writer.add_scalar('train/lr', opt.param_groups[0]['lr'], step)
+                for k in sums: writer.add_scalar(f'step/{k}', float(r[k].detach()), step)      # per step: step/, per epoch: epoch/
+                writer.add_scalar('step/lr', opt.param_groups[0]['lr'], step)
         bar.close()
         row = dict(epoch=epoch, **{f'train_{k}': reduce_mean(v / max(n, 1)) for k, v in sums.items()}, lr=opt.param_groups[0]['lr'])
         row.update(validate(ddp, val_df, cfg, per_rank_bs, dev, mom))
@@ -417,7 +468,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
         history.append(row)
         if rank == 0:
             for k, v in row.items():
-                if isinstance(v, float) and k not in ('lr', 'seconds'): writer.add_scalar(('val/' if not k.startswith('train') else 'epoch/') + k, v, epoch)
+                if isinstance(v, float) and k != 'seconds': writer.add_scalar(f'epoch/{k}', v, epoch)
             writer.flush()
             log.info(f'epoch {epoch}: ' + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items() if k != 'epoch'))
             meta = dict(kind='pretrain', encoder=_state(model).encoder, heads={'cycle_head': _state(model).cycle_head, 'sub_head': _state(model).sub_head},

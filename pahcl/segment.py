@@ -540,7 +540,7 @@ def annotated_circor(raw_dir) -> list:
     raw_dir = Path(raw_dir)
     root = find_datasets(raw_dir).get('circor')
     if root is None: raise SegmentError(f"{raw_dir}: no CirCor dataset found (training_data/ with .wav and .tsv files); "
-                                        "point --raw-dir at the CirCor folder or run `pahcl download circor`")
+                                        "point --raw-dir at the CirCor folder or run `pahcl download --dataset circor --raw-dir DIR`")
     data = root/'training_data' if (root/'training_data').is_dir() else root
     out = [(t.stem.split('_')[0], t.with_suffix('.wav'), t) for t in sorted(data.glob('*.tsv')) if t.with_suffix('.wav').is_file()]
     if not out: raise SegmentError(f"{data}: no .wav with a .tsv annotation beside it")

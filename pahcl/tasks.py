@@ -15,9 +15,10 @@ from .datasets import DATASETS, canonical_name, find_datasets, read_dataset
 from .preprocess import recording_dir, remove_stale_temporaries
 
 # %% auto #0
-__all__ = ['DATASET_TASKS', 'SPLITS', 'LABEL_RULES', 'CSV_COLUMNS', 'SEGMENT_COLUMNS', 'PrepareError', 'PrepareWarning',
-           'LeakageError', 'recording_label', 'split_subjects', 'class_weights', 'write_task_csv', 'read_task_csv',
-           'check_leakage', 'read_segments', 'task_table', 'prepare_task', 'prepare', 'plot_class_balance']
+__all__ = ['DATASET_TASKS', 'SPLITS', 'LABEL_RULES', 'CSV_COLUMNS', 'SEGMENT_COLUMNS', 'LABEL_FILES', 'PrepareError',
+           'PrepareWarning', 'LeakageError', 'recording_label', 'split_subjects', 'class_weights', 'write_task_csv',
+           'read_task_csv', 'check_leakage', 'read_segments', 'task_table', 'prepare_task', 'prepare',
+           'plot_class_balance']
 
 # %% ../nbs/05_tasks.ipynb #b0834997
 DATASET_TASKS = {'circor': ('circor_murmur', 'circor_outcome'), 'physionet2016': ('physionet2016',), 'pascal': ('pascal',)}
@@ -193,6 +194,9 @@ def task_table(task:str, recs:list, processed_dir, problems:list|None=None) -> t
     return pd.DataFrame(rows), dict(left)
 
 # %% ../nbs/05_tasks.ipynb #5c865e46
+LABEL_FILES = {'circor': "training_data.csv (or the #Murmur: and #Outcome: lines of the patient .txt files)",
+               'physionet2016': "REFERENCE.csv of each training-* folder", 'pascal': "set_a.csv / set_b.csv"}
+
 def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, copy:bool=False, ratios=(0.7, 0.15, 0.15),
                  sources:dict|None=None, verbose:bool=False, strict:bool=False) -> dict:
     "Split, link and describe one `task` from `recs`; writes `<output_dir>/<task>` atomically and returns its summary."
@@ -201,6 +205,9 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
     df, left = task_table(task, recs, processed_dir, problems)
     if problems and strict: raise PrepareError(f"{problems[0]['file']}: {problems[0]['reason']}")
     for p in problems: _warn(f"{task}: {p['file']}: {p['reason']}")
+    if df.empty and set(left) <= {'no label for this task'}:          # the guide's FAQ 6.1: the labels file is missing
+        raise PrepareError(f"{task}: no label found for its processed recordings; the labels are read from "
+                           f"{LABEL_FILES[info['dataset']]} in the raw folder: put it there (guide §6.1)")
     if df.empty: raise PrepareError(f"{task}: no processed cycle has a label for this task; run `pahcl preprocess` "
                                     f"on the raw folder first (left out: {left or 'nothing to read'})")
     if left.get('no label for this task') and task.startswith('circor'):
@@ -260,7 +267,7 @@ def prepare(dataset:str='all', raw_dir='data/raw', processed_dir='data/processed
     remove_stale_temporaries(output_dir, max_depth=0)        # task folders a killed run left half-built
     summary = {}
     for name in names:
-        why = (f"{name}: no raw folder in {raw_dir} (its labels are read from there); run `pahcl download {name}`"
+        why = (f"{name}: no raw folder in {raw_dir} (its labels are read from there); run `pahcl download --dataset {name} --raw-dir {raw_dir}`"
                if name not in found else
                f"{name}: no processed cycles in {processed/name}; run `pahcl preprocess --raw-dir {raw_dir} --dataset {name}`"
                if not _has_cycles(processed/name) else None)

@@ -61,7 +61,7 @@ def main():
         t0, run = time.perf_counter(), out/'ablation'/(name if seed == 0 else f'{name}_seed{seed}')
         pcfg = apply_preset(load_config('pretrain', sets=['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=64',
                             'evaluation.knn_max_train=500', 'evaluation.knn_max_val=300', f'seed={seed}'] + VARIANTS[name]), 'tiny')
-        ps = pretrain(pcfg, out/'processed', run, epochs=3, exclude_tasks_dir=out/'downstream', quiet=True)
+        ps = pretrain(pcfg, out/'processed', run, epochs=3, exclude_tasks_dir=out/'downstream', quiet=True, overwrite=True)
         base_ckpt = base_ckpt or ps['best_model']
         probes = demo_probes({'best': ps['best_model'], 'last': run/'last.pt'}, out/'downstream', ext, tasks, 0, 300)
         for which, epoch in (('best', ps['best_epoch']), ('last', ps['last']['epoch'])):
