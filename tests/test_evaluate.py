@@ -81,6 +81,7 @@ def test_demo_cli(pahcl, tmp_path):
     r = pahcl('demo', '--out', tmp_path/'demo', '--tasks', 'pascal', '--pretrain-epochs', '1', '--finetune-epochs', '1')
     assert r.returncode == 0, r.stderr
     assert 'done in' in r.stdout and (tmp_path/'demo'/'outputs'/'pascal_demo'/'final_metrics.json').exists()
+    assert 'test subjects: too few to judge' in r.stdout          # the demo's 3 PASCAL test subjects say so beside their figure
     assert (tmp_path/'demo'/'data'/'downstream'/'pascal'/'train.csv').exists()
     assert (tmp_path/'demo'/'checkpoints'/'pretrain'/'best_model.pt').exists() and (tmp_path/'demo'/'outputs'/'summary.md').exists()
 
