@@ -85,16 +85,6 @@ def test_demo_cli(pahcl, tmp_path):
     assert (tmp_path/'demo'/'data'/'downstream'/'pascal'/'train.csv').exists()
     assert (tmp_path/'demo'/'checkpoints'/'pretrain'/'best_model.pt').exists() and (tmp_path/'demo'/'outputs'/'summary.md').exists()
 
-def test_papermill_finetune(tiny_demo, tmp_path):
-    "The guide's papermill command, in a folder whose data/downstream holds the (tiny) demo tasks."
-    (tmp_path/'data').mkdir(); os.symlink(tiny_demo['downstream'], tmp_path/'data'/'downstream')
-    r = subprocess.run([sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'finetune.ipynb'), str(tmp_path/'out.ipynb'),
-                        '-p', 'task', 'circor_outcome', '-p', 'epochs', '2', '-p', 'preset', 'tiny', '-p', 'mode', 'scratch',
-                        '--cwd', str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads((tmp_path/'outputs'/'circor_outcome_papermill'/'final_metrics.json').read_text())
-    assert m['task'] == 'circor_outcome' and m['epochs_trained'] == 2
-
 def test_papermill_pretrain(tiny_demo, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'papermill', str(ROOT/'nbs'/'pretrain.ipynb'), str(tmp_path/'out.ipynb'),
                         '-p', 'processed_dir', str(tiny_demo['processed']), '-p', 'output_dir', str(tmp_path/'pt'),

@@ -5,7 +5,7 @@ run would take hours, `--epochs 1` added. The guide's YAML blocks are in tests/g
 them (checked against the guide when ../shared/seeds is present). The stages are module fixtures in the guide's
 order: raw data (§2.1), cycles (§2.2), tasks (§2.3), a pretrained encoder, then the runs of §3-§5 and §7.
 """
-import contextlib, io, json, os, re, shlex, subprocess, sys, warnings
+import ast, contextlib, io, json, os, re, shlex, subprocess, sys, warnings
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -312,3 +312,80 @@ def test_demo_summary_says_when_a_test_split_is_small(tasks):
     from pahcl.pipeline import small_split_note
     n = json.loads((tasks/'data'/'downstream'/'circor_outcome'/'task_config.json').read_text())['counts']['test']['subjects']
     assert n < 20 and f'{n} test subjects: too few to judge' in small_split_note(tasks/'data'/'downstream'/'circor_outcome')
+
+# ---- papermill: the guide's notebooks --------------------------------------------------------------------------------
+# `papermill --help-notebook` lists every parameter with a type and a help text and warns about none, and an executed
+# notebook shows one progress line per epoch. These fail if a line of a `parameters` cell is one papermill cannot parse
+# (a help comment holding `=`, a value over several lines: the parameter is then missing from the listing and `-p` warns
+# "Passed unknown parameter"), if a parameter has no type or no help text, or if training runs quietly.
+NBS = ROOT/'nbs'
+EPOCH_LINE = re.compile(r'\bepoch (\d+): train_loss ')           # what pahcl.finetune / pahcl.pretrain log at each epoch's end
+
+def parameters_cell(nb_path) -> str:
+    "The source of the notebook's cell tagged `parameters`."
+    cells = [c for c in json.loads(Path(nb_path).read_text())['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    assert len(cells) == 1, f'{nb_path}: {len(cells)} cells tagged parameters'
+    return ''.join(cells[0]['source'])
+
+def parameter_names(src:str) -> list:
+    "Names the parameters cell assigns, read with Python's own parser (not papermill's)."
+    names = []
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.AnnAssign): names.append(node.target.id)
+        elif isinstance(node, ast.Assign): names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+def help_listing(nb_path) -> tuple:
+    "({name: (type, default, help)} from `papermill --help-notebook`, its stdout + stderr)."
+    r = subprocess.run([sys.executable, '-m', 'papermill', '--help-notebook', str(nb_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    listed, last = {}, None
+    for line in r.stdout.splitlines():
+        m = re.match(r'^  (\w+): (.+?) \(default (.*?)\)\s*(.*)$', line)
+        if m: last = m[1]; listed[last] = [m[2], m[3], m[4].strip()]
+        elif last and line.startswith(' ' * 30) and line.strip() and not listed[last][2]: listed[last][2] = line.strip()
+    return {k: tuple(v) for k, v in listed.items()}, r.stdout + r.stderr
+
+def check_help(nb_path):
+    src = parameters_cell(nb_path)
+    names = parameter_names(src)
+    assert names, f'{nb_path}: no parameters'
+    listed, out = help_listing(nb_path)
+    assert not re.search(r'warn|unable to parse|unknown parameter', out, re.I), out
+    assert set(names) == set(listed), f'not listed by papermill: {sorted(set(names) - set(listed))}; extra: {sorted(set(listed) - set(names))}'
+    for name, (typ, default, help_) in listed.items():
+        assert typ != 'Unknown type', f'{name}: papermill infers no type'
+        assert help_, f'{name}: no help text'
+
+@pytest.mark.parametrize('nb', ['finetune.ipynb', 'pretrain.ipynb'])
+def test_help_notebook_lists_every_parameter(nb):
+    check_help(NBS/nb)
+
+def run_papermill(nb, cwd, *params) -> tuple:
+    "Run `papermill nbs/NB out.ipynb -p ...` in `cwd`: (CompletedProcess, the executed notebook's stream outputs as one text)."
+    args = [x for k, v in params for x in ('-p', k, str(v))]
+    r = subprocess.run([sys.executable, '-m', 'papermill', str(NBS/nb), 'out.ipynb', *args], cwd=cwd, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    nb_out = json.loads((Path(cwd)/'out.ipynb').read_text())
+    streams = ''.join(''.join(o['text']) for c in nb_out['cells'] for o in c.get('outputs', []) if o['output_type'] == 'stream')
+    return r, streams
+
+def check_run(r, streams, epochs:int):
+    bad = [l for l in r.stderr.splitlines() if re.search(r'parameter|unable to parse', l, re.I)]
+    assert not bad, f'papermill warned about parameters: {bad}'
+    assert [int(m[1]) for m in EPOCH_LINE.finditer(streams)] == list(range(epochs)), f'no line per epoch in the outputs:\n{streams[-3000:]}'
+
+def test_papermill_finetune_progress(tiny_demo, tmp_path):
+    "The guide's `papermill nbs/finetune.ipynb out.ipynb -p task circor_outcome` in a folder with data/downstream (tiny model, 2 epochs)."
+    (tmp_path/'data').mkdir(); os.symlink(tiny_demo['downstream'], tmp_path/'data'/'downstream')
+    r, streams = run_papermill('finetune.ipynb', tmp_path, ('task', 'circor_outcome'), ('epochs', 2), ('preset', 'tiny'))
+    check_run(r, streams, 2)
+    assert json.loads((tmp_path/'outputs'/'circor_outcome_papermill'/'final_metrics.json').read_text())['epochs_trained'] == 2
+
+def test_papermill_pretrain_progress(tiny_demo, tmp_path):
+    "The guide's `papermill nbs/pretrain.ipynb out.ipynb -p epochs 20`, with 2 short epochs of the tiny model, in a folder with data/processed."
+    (tmp_path/'data').mkdir(); os.symlink(tiny_demo['processed'], tmp_path/'data'/'processed')
+    r, streams = run_papermill('pretrain.ipynb', tmp_path, ('epochs', 2), ('preset', 'tiny'), ('max_steps_per_epoch', 2))
+    check_run(r, streams, 2)
+    assert (tmp_path/'checkpoints'/'pretrain'/'best_model.pt').exists()
