@@ -230,7 +230,8 @@ def _refuse_unused(args, used:set, what:str):
              if getattr(args, f, None) not in (None, False, []) and f not in used and getattr(args, f) != RUN_DEFAULTS.get(f)]
     if given: raise ConfigError(f"{what} does not use --{given[0].replace('_', '-')}; drop it (see pahcl run --help)")
 
-RUN_DEFAULTS = dict(raw_dir='data/raw', processed_dir='data/processed', data_dir='data/downstream', output_dir='outputs', preprocess_workers=2)
+RUN_DEFAULTS = dict(raw_dir='data/raw', processed_dir='data/processed', data_dir='data/downstream', output_dir='outputs',
+                    preprocess_workers=2)                    # pahcl run's defaults: a flag left at its default is not 'given'
 
 def cmd_demo(args) -> int:
     "Run everything on the synthetic demo datasets: data, cycles, tasks, pretraining, four fine-tunings, summary."
@@ -422,13 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=HelpFormatter)
     rn.add_argument('action', choices=['all', 'prepare', 'train-all', 'summarize'])
     rn.add_argument('mode', nargs='?', metavar='linear', help="after train-all or all: linear evaluation instead of full fine-tuning")
-    rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw')
-    rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default='data/processed')
-    rn.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
-    rn.add_argument('--output-dir', '--output_dir', dest='output_dir', default='outputs')
+    rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default=RUN_DEFAULTS['raw_dir'], help='raw datasets (prepare, all)')
+    rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default=RUN_DEFAULTS['processed_dir'], help='heart cycles (prepare, all)')
+    rn.add_argument('--data-dir', '--data_dir', dest='data_dir', default=RUN_DEFAULTS['data_dir'], help='task folders (prepare, train-all, all)')
+    rn.add_argument('--output-dir', '--output_dir', dest='output_dir', default=RUN_DEFAULTS['output_dir'], help='runs (train-all, summarize, all)')
     rn.add_argument('--pretrained', help='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)')
     rn.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='default: finetune or linear')
-    rn.add_argument('--preprocess-workers', type=int, default=2, help='worker processes for preprocess')
+    rn.add_argument('--preprocess-workers', type=int, default=RUN_DEFAULTS['preprocess_workers'], help='worker processes for preprocess')
     rn.add_argument('--resume', action='store_true', help='train-all: continue each task\'s run from its last.pt')
     rn.add_argument('--overwrite', action='store_true', help='train-all: replace earlier runs of the same experiment name')
     rn.add_argument('--quiet', action='store_true')

@@ -260,7 +260,6 @@ def load_config(kind:str='finetune', task:str|None=None, config_file=None, overr
         if task: task_file(task)                                           # an unknown task: did you mean
         if task and user_task not in (None, task, 'default'):
             raise ConfigError(f"{config_file}: task.name is {user_task!r} but --task is {task!r}; drop one of them")
-        if not task and user_task not in (None, 'default'): task_file(user_task)
         task = task or (user_task if user_task != 'default' else None)
         if task: flat = merge_layer(flat, read_yaml(task_file(task)), str(task_file(task)))
         if task and user_task == 'default': user = _generic_task_keys(user, task, str(config_file))

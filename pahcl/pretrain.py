@@ -358,7 +358,7 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     An `output_dir` holding an earlier run is refused unless `resume` or `overwrite`; a run that fails before training leaves no folder behind."""
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('pretrain')
     if preset: cfg = apply_preset(cfg, preset)
-    tr_cfg, data_cfg = cfg['training'], cfg['data']
+    tr_cfg, data_cfg, ev = cfg['training'], cfg['data'], cfg['evaluation']
     if epochs is not None: tr_cfg['num_epochs'] = int(epochs)
     if batch_size is not None: tr_cfg['batch_size'] = int(batch_size)
     processed_dir = Path(processed_dir or data_cfg['processed_dir'])
@@ -371,57 +371,50 @@ def pretrain(cfg:dict|None=None, processed_dir=None, output_dir=None, epochs:int
     if is_distributed(): dist.barrier()
     log = setup_logger(out, rank, 'pahcl.pretrain', quiet)
     t_start = time.perf_counter()
-    try: return _pretrain(cfg, processed_dir, out, resume, exclude_tasks_dir, rank, world, dev, seed, log, t_start, created, datasets,
-                          max_steps_per_epoch, time_budget_s, quiet, mid_epoch_stop, strict)
+    try:
+        train_df, val_df, counts = pretrain_splits(processed_dir, data_cfg['val_ratio'], seed, exclude_tasks_dir, datasets)
+        train_df, val_df = (check_cycles(d, int(data_cfg['target_length']), strict) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
+        if len(train_df) < 2: raise PretrainError(f'{processed_dir}: only {len(train_df)} training cycles; pretraining needs more (run pahcl preprocess on more recordings)')
+        sets = (knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed, int(ev.get('knn_min_subjects', 0)), log)
+                if (exclude_tasks_dir and ev['knn']) else {})
+        seed_everything(seed)
+        reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
+        model = build_pahcl(cfg).to(dev)
+        if world > 1 and dev.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        mom = MomentumQueue(model, cfg['projection']['output_dim'], cfg['momentum']['queue_size'], cfg['momentum']['momentum']).to(dev) \
+              if cfg['momentum']['enabled'] else None
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
+        per_rank_bs = max(1, tr_cfg['batch_size'] // world)
+        n_train = len(train_df) // world
+        steps = max(1, n_train // per_rank_bs) if n_train >= per_rank_bs else 1
+        if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
+        total = steps * tr_cfg['num_epochs']
+        opt = torch.optim.AdamW(model.parameters(), lr=tr_cfg['learning_rate'], weight_decay=tr_cfg['weight_decay'])
+        sched = lr_scheduler(opt, total, steps * tr_cfg['warmup_epochs'], tr_cfg['learning_rate'], tr_cfg['min_lr'])
+        amp = use_amp(tr_cfg['use_amp'], dev, log)
+        scaler = torch.amp.GradScaler('cuda', enabled=amp)
+        higher = bool(sets)
+        start, best, history = 0, None, []
+        last = out/'last.pt'
+        if resume and last.exists():
+            ck = load_checkpoint(last)
+            _state(model).load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+            if mom is not None and ck['extra'].get('momentum') is not None: mom.load_state_dict(ck['extra']['momentum'])
+            start, best, history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['history']
+            torch.set_rng_state(ck['extra']['rng'])
+            log.info(f'resumed from {last} at epoch {start}')
+        elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
+
+        writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out), purge_step=start * steps if start else None)
+            write_atomic(out/'config.yaml', dump_config(cfg))
+            log.info(f"pretraining on {counts['train_cycles']} cycles of {counts['train_subjects']} subjects "
+                     f"(val {counts['val_cycles']} cycles of {counts['val_subjects']}; {counts['excluded_subjects']} downstream val/test subjects excluded); "
+                     f"{world} process(es) on {dev}, {steps} steps/epoch")
     except BaseException:
-        if not (out/'last.pt').exists(): discard_run_folder(out, created, log, rank)     # failed before its first epoch ended
-        raise
-
-def _pretrain(cfg, processed_dir, out, resume, exclude_tasks_dir, rank, world, dev, seed, log, t_start, created, datasets,
-              max_steps_per_epoch, time_budget_s, quiet, mid_epoch_stop, strict) -> dict:
-    tr_cfg, data_cfg, ev = cfg['training'], cfg['data'], cfg['evaluation']
-
-    train_df, val_df, counts = pretrain_splits(processed_dir, data_cfg['val_ratio'], seed, exclude_tasks_dir, datasets)
-    train_df, val_df = (check_cycles(d, int(data_cfg['target_length']), strict) for d in (train_df, val_df))   # a damaged cycle: warned, skipped
-    if len(train_df) < 2: raise PretrainError(f'{processed_dir}: only {len(train_df)} training cycles; pretraining needs more (run pahcl preprocess on more recordings)')
-    sets = (knn_sets(exclude_tasks_dir, ev['knn_max_train'], ev['knn_max_val'], seed, int(ev.get('knn_min_subjects', 0)), log)
-            if (exclude_tasks_dir and ev['knn']) else {})
-    seed_everything(seed)
-    reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
-    model = build_pahcl(cfg).to(dev)
-    if world > 1 and dev.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    mom = MomentumQueue(model, cfg['projection']['output_dim'], cfg['momentum']['queue_size'], cfg['momentum']['momentum']).to(dev) \
-          if cfg['momentum']['enabled'] else None
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
-    per_rank_bs = max(1, tr_cfg['batch_size'] // world)
-    n_train = len(train_df) // world
-    steps = max(1, n_train // per_rank_bs) if n_train >= per_rank_bs else 1
-    if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
-    total = steps * tr_cfg['num_epochs']
-    opt = torch.optim.AdamW(model.parameters(), lr=tr_cfg['learning_rate'], weight_decay=tr_cfg['weight_decay'])
-    sched = lr_scheduler(opt, total, steps * tr_cfg['warmup_epochs'], tr_cfg['learning_rate'], tr_cfg['min_lr'])
-    amp = use_amp(tr_cfg['use_amp'], dev, log)
-    scaler = torch.amp.GradScaler('cuda', enabled=amp)
-    higher = bool(sets)
-    start, best, history = 0, None, []
-    last = out/'last.pt'
-    if resume and last.exists():
-        ck = load_checkpoint(last)
-        _state(model).load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-        if mom is not None and ck['extra'].get('momentum') is not None: mom.load_state_dict(ck['extra']['momentum'])
-        start, best, history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['history']
-        torch.set_rng_state(ck['extra']['rng'])
-        log.info(f'resumed from {last} at epoch {start}')
-    elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
-
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out), purge_step=start * steps if start else None)
-        write_atomic(out/'config.yaml', dump_config(cfg))
-        log.info(f"pretraining on {counts['train_cycles']} cycles of {counts['train_subjects']} subjects "
-                 f"(val {counts['val_cycles']} cycles of {counts['val_subjects']}; {counts['excluded_subjects']} downstream val/test subjects excluded); "
-                 f"{world} process(es) on {dev}, {steps} steps/epoch")
+        discard_run_folder(out, created, log, rank); raise      # nothing trained yet: no folder left behind
     from tqdm.auto import tqdm
     stopped_early, skipped = False, 0
     ds = CycleDataset(train_df, target_length=data_cfg['target_length'])     # counts unsegmented cycles even if no epoch is left to run
