@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, help='fraction of the training subjects with --few-shot (default: 0.1)')
     ft.add_argument('--resume', action='store_true', help='continue from the run folder\'s last.pt')
     ft.add_argument('--overwrite', action='store_true', help='replace an earlier run of the same task and experiment name')
-    ft.add_argument('--preset', choices=['cpu', 'tiny'], help='a smaller model (with --from-scratch)')
+    ft.add_argument('--preset', choices=['cpu', 'tiny'], help="a smaller model (with --from-scratch; beside --pretrained the checkpoint's architecture wins)")
     ft.add_argument('--device', default='auto', help='auto, cpu or cuda')
     ft.add_argument('--json', action='store_true', help='print the test metrics as JSON')
     ft.add_argument('--quiet', action='store_true', help='no progress bar or console log')

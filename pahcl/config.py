@@ -212,6 +212,10 @@ def validate(flat:dict, source:str='config') -> dict:
     if dm is not None and not decision_metric_ok(dm):
         err('evaluation.decision_metric', f"must be auto, argmax, a metric ({', '.join(METRICS)}) with an optional patient_ or "
             f"recording_ prefix, or one of {', '.join(DECISION_SCORES)}; got {dm!r}")
+    if flat.get('task.type', 'classification') != 'classification':
+        err('task.type', f"must be classification (the only kind of task pahcl trains), got {flat['task.type']!r}")
+    if flat.get('data.num_substructures', 4) != 4:
+        err('data.num_substructures', f"must be 4 (S1, systole, S2, diastole: what the segmenter finds), got {flat['data.num_substructures']!r}")
     if flat.get('loss.positives', 'cycle') not in POSITIVES:
         err('loss.positives', f"must be one of {', '.join(POSITIVES)}, got {flat['loss.positives']!r}")
     for m in flat.get('evaluation.metrics', []):

@@ -46,8 +46,9 @@ def test_cli_full_outputs(pahcl, tiny_demo, pretrained, tmp_path):
     assert ck['label_map'] == {'Present': 0, 'Absent': 1, 'Unknown': 2} and ck['task'] == 'circor_murmur'
 
 def test_pretrained_required(pahcl, tiny_demo, tmp_path):
-    r = pahcl('finetune', '--task', 'pascal', '--data-dir', tiny_demo['downstream'], '--output-dir', tmp_path)
-    assert r.returncode == 2 and '--from-scratch' in r.stderr and 'Traceback' not in r.stderr
+    r = pahcl('finetune', '--task', 'pascal', '--data-dir', tiny_demo['downstream'], '--output-dir', tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and '--from-scratch' in r.stderr and 'Traceback' not in r.stderr   # no pretrain.checkpoint_path here
+    assert 'pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)' in r.stderr
     r = pahcl('finetune', '--task', 'pascal', '--pretrained', tmp_path/'none.pt', '--data-dir', tiny_demo['downstream'], '--output-dir', tmp_path)
     assert r.returncode == 2 and 'none.pt' in r.stderr
     r = pahcl('finetune', '--task', 'pascal', '--from-scratch', '--data-dir', tmp_path/'nowhere', '--output-dir', tmp_path)
