@@ -272,6 +272,7 @@ def test_bad_device_and_paths_are_one_line(pretrained):
     if not torch.cuda.is_available():
         refused('finetune --task pascal --device cuda --experiment-name dev', home, '--device cuda', 'no GPU')
         assert not (home/'outputs'/'pascal_dev').exists()
+        refused('evaluate --checkpoint outputs/any/best_model.pt --task pascal --device cuda', home, 'no GPU')
     refused('finetune --task pascal --data-dir nowhere --experiment-name nw', home, 'nowhere')
     refused('evaluate --checkpoint outputs/none/best_model.pt --task pascal', home, 'best_model.pt')
     refused('preprocess --raw_dir nowhere --output_dir x', home, 'nowhere')
