@@ -211,13 +211,15 @@ def cmd_run(args) -> int:
                           (" ('linear' follows train-all or all)" if args.mode == 'linear' else " (only 'linear', after train-all or all)"))
     _refuse_unused(args, RUN_FLAGS[args.action], f'pahcl run {args.action}')
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag, None) is not None}
-    run(args.action, args.raw_dir, args.processed_dir, args.data_dir, args.output_dir, args.pretrained, linear=args.mode == 'linear',
+    data = load_config('finetune', config_file=args.config, sets=args.set)['data']      # the folders a --config names
+    raw, processed, tasks = args.raw_dir or data['raw_dir'], args.processed_dir or data['processed_dir'], args.data_dir or data['base_dir']
+    run(args.action, raw, processed, tasks, args.output_dir, args.pretrained, linear=args.mode == 'linear',
         experiment_name=args.experiment_name, seed=42 if args.seed is None else args.seed, num_workers=args.preprocess_workers,
         sets=args.set, overrides=overrides, config_file=args.config, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 RUN_FLAGS = {                                  # the flags each action of `pahcl run` uses
-    'prepare': {'raw_dir', 'processed_dir', 'data_dir', 'seed', 'preprocess_workers', 'quiet'},
+    'prepare': {'raw_dir', 'processed_dir', 'data_dir', 'seed', 'preprocess_workers', 'quiet', 'config', 'set'},
     'train-all': {'data_dir', 'output_dir', 'pretrained', 'experiment_name', 'quiet', 'config', 'set', 'epochs', 'lr', 'batch_size',
                   'seed', 'num_workers', 'resume', 'overwrite'},
     'summarize': {'output_dir', 'quiet'}}
@@ -230,8 +232,7 @@ def _refuse_unused(args, used:set, what:str):
              if getattr(args, f, None) not in (None, False, []) and f not in used and getattr(args, f) != RUN_DEFAULTS.get(f)]
     if given: raise ConfigError(f"{what} does not use --{given[0].replace('_', '-')}; drop it (see pahcl run --help)")
 
-RUN_DEFAULTS = dict(raw_dir='data/raw', processed_dir='data/processed', data_dir='data/downstream', output_dir='outputs',
-                    preprocess_workers=2)                    # pahcl run's defaults: a flag left at its default is not 'given'
+RUN_DEFAULTS = dict(output_dir='outputs', preprocess_workers=2)    # pahcl run's defaults: a flag left at its default is not 'given'
 
 def cmd_demo(args) -> int:
     "Run everything on the synthetic demo datasets: data, cycles, tasks, pretraining, four fine-tunings, summary."
@@ -423,10 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=HelpFormatter)
     rn.add_argument('action', choices=['all', 'prepare', 'train-all', 'summarize'])
     rn.add_argument('mode', nargs='?', metavar='linear', help="after train-all or all: linear evaluation instead of full fine-tuning")
-    rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default=RUN_DEFAULTS['raw_dir'], help='raw datasets (prepare, all)')
-    rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default=RUN_DEFAULTS['processed_dir'], help='heart cycles (prepare, all)')
-    rn.add_argument('--data-dir', '--data_dir', dest='data_dir', default=RUN_DEFAULTS['data_dir'], help='task folders (prepare, train-all, all)')
-    rn.add_argument('--output-dir', '--output_dir', dest='output_dir', default=RUN_DEFAULTS['output_dir'], help='runs (train-all, summarize, all)')
+    rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', help='raw datasets, for prepare and all (default: data.raw_dir, data/raw)')
+    rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', help='heart cycles, for prepare and all (default: data.processed_dir, data/processed)')
+    rn.add_argument('--data-dir', '--data_dir', dest='data_dir', help='task folders, for prepare, train-all and all (default: data.base_dir, data/downstream)')
+    rn.add_argument('--output-dir', '--output_dir', dest='output_dir', default=RUN_DEFAULTS['output_dir'], help='runs, for train-all, summarize and all')
     rn.add_argument('--pretrained', help='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)')
     rn.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='default: finetune or linear')
     rn.add_argument('--preprocess-workers', type=int, default=RUN_DEFAULTS['preprocess_workers'], help='worker processes for preprocess')

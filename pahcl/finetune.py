@@ -22,9 +22,9 @@ from .pretrain import (seed_everything, lr_scheduler, init_distributed, is_distr
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
-__all__ = ['FinetuneError', 'check_label_map', 'architecture_note', 'build_classifier', 'freeze_encoder', 'train_mode',
-           'make_optimizer', 'make_criterion', 'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir',
-           'finetune', 'load_finetuned']
+__all__ = ['FinetuneError', 'check_label_map', 'check_sample_rate', 'architecture_note', 'build_classifier', 'freeze_encoder',
+           'train_mode', 'make_optimizer', 'make_criterion', 'predict', 'add_logit_offsets', 'score_split',
+           'train_loader', 'run_dir', 'finetune', 'load_finetuned']
 
 # %% ../nbs/11_finetune.ipynb #08e46dad
 class FinetuneError(ValueError):
@@ -37,6 +37,17 @@ def check_label_map(cfg_map:dict, task_map:dict, task_dir) -> dict:
         raise FinetuneError(f"{Path(task_dir)/'task_config.json'}: labels {b} differ from the config's downstream.label_map {a}; "
                             "fix the config (or rerun pahcl prepare for this task)")
     return b
+
+def check_sample_rate(sample_rate:int, task_info:dict):
+    "`data.sample_rate` must be the rate the task's cycles were cut at (its processing_stats.json, where that file is found)."
+    src = (task_info.get('source') or {}).get('processed_dir')
+    if not src: return
+    p = Path(src)/'processing_stats.json'
+    try: made = int(json.loads(p.read_text())['config']['signal']['sample_rate'])
+    except (OSError, ValueError, KeyError, TypeError): return
+    if made != int(sample_rate):
+        raise FinetuneError(f"data.sample_rate is {sample_rate} but this task's cycles were cut at {made} Hz ({p}); set data.sample_rate "
+                            f"to {made} (the rate is pahcl preprocess's signal.sample_rate)")
 
 # %% ../nbs/11_finetune.ipynb #481043e7
 def architecture_note(asked:dict, checkpoint:dict, path):
@@ -162,7 +173,9 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
     data_dir = Path(data_dir or cfg['data']['base_dir']); task_dir = data_dir/task
     if not (task_dir/'task_config.json').exists():
         raise FinetuneError(f'{task_dir}: no prepared task here; run pahcl prepare (or fix --data-dir)')
-    label_map = check_label_map(cfg['downstream']['label_map'], task_info_json(task_dir)['label_map'], task_dir)
+    tinfo = task_info_json(task_dir)
+    label_map = check_label_map(cfg['downstream']['label_map'], tinfo['label_map'], task_dir)
+    check_sample_rate(cfg['data']['sample_rate'], tinfo)
     names = sorted(label_map, key=label_map.get)
     experiment = experiment_name or (cfg['experiment']['name'] if cfg['experiment']['name'] != 'pahcl_finetune' else 'downstream')
     cfg['experiment']['name'] = experiment

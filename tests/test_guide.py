@@ -96,6 +96,9 @@ def test_2_3_prepare_one_dataset_and_its_seed(tasks, tmp_path):
     assert rc == 0, err
     split = lambda d: pd.read_csv(home/d/'circor_outcome'/'test.csv', comment='#').subject.unique().tolist()
     assert split('data/downstream') != split('other')
+    (tmp_path/'folders.yaml').write_text('data:\n  base_dir: other2\n')           # the config's folders are pahcl run's defaults
+    ok(f'run prepare --config {tmp_path}/folders.yaml', home)
+    assert split('other2') == split('data/downstream')
 
 def test_2_missing_labels_file_names_it(tasks, tmp_path):
     "FAQ 6.1: a CirCor folder without training_data.csv (and no labels in its .txt files) names the file to put there."
@@ -259,6 +262,11 @@ def test_evaluation_metrics_is_honoured(pretrained, tmp_path):
     ok('summarize', home)
     assert 'specificity' in pd.read_csv(home/'outputs'/'summary.csv').columns
     refused('config --set evaluation.metrics=[acuracy]', home, "'evaluation.metrics'", 'acuracy')
+
+def test_sample_rate_must_be_the_cycles(pretrained):
+    refused(f'finetune --task pascal --pretrained {PRETRAINED} --set data.sample_rate=4000 --experiment-name sr', pretrained,
+            'data.sample_rate is 4000', 'cut at 5000 Hz')
+    assert not (pretrained/'outputs'/'pascal_sr').exists()
 
 def test_unknown_names_get_the_closest(home):
     refused('finetune --task circor_murmr', home, "did you mean 'circor_murmur'")
