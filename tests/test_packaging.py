@@ -17,6 +17,7 @@ def test_wheel_ships_configs_and_entry_point(tmp_path):
     for f in ['finetune.yaml', 'pretrain.yaml', 'preprocess.yaml'] + \
              [f'tasks/{t}.yaml' for t in ('circor_murmur', 'circor_outcome', 'physionet2016', 'pascal')]:
         assert f'pahcl/configs/{f}' in names, f
+    assert 'pahcl/csrc/selective_scan.cpp' in names                  # the scan kernel's C++ source, compiled on first use
     ep = next(n for n in names if n.endswith('entry_points.txt'))
     assert 'pahcl = pahcl.cli:main' in zipfile.ZipFile(whl).read(ep).decode()
 
