@@ -14,7 +14,7 @@ from .files import write_atomic
 from .data import read_split, task_info_json, check_cycles
 from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion
 from .finetune import load_finetuned, predict, FinetuneError
-from .pretrain import DeviceError
+from .pretrain import cuda_asked
 
 # %% auto #0
 __all__ = ['GUIDE_METRICS', 'CHALLENGE', 'NAMES', 'parse_label_map', 'class_mapping', 'map_probabilities', 'task_probabilities',
@@ -70,9 +70,7 @@ def _task(data_dir, task:str) -> tuple:
     return task_dir, task_info_json(task_dir)
 
 def _device(device:str='auto') -> torch.device:
-    if str(device).startswith('cuda') and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device}: torch sees no GPU on this machine; use --device cpu (or auto)")
-    return torch.device('cuda' if (device == 'auto' and torch.cuda.is_available()) or str(device).startswith('cuda') else 'cpu')
+    return torch.device('cuda' if cuda_asked(device) else 'cpu')
 
 def task_probabilities(checkpoint, task_dir, split:str, label_map=None, batch_size:int=64, device='auto', strict:bool=False) -> tuple:
     "(cycle table of the split, task-class probabilities, checkpoint dict) of one fine-tuned checkpoint."

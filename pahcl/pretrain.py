@@ -20,7 +20,7 @@ from .models import (build_encoder, ProjectionHead, pool_substructures, save_che
 from .ssm import reuse_freed_memory
 
 # %% auto #0
-__all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'DeviceError', 'init_distributed', 'PretrainError',
+__all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'DeviceError', 'cuda_asked', 'init_distributed', 'PretrainError',
            'is_distributed', 'local_only', 'gather', 'reduce_mean', 'rank_offset', 'setup_logger', 'run_folder',
            'discard_run_folder', 'cpu_count', 'loader_workers', 'use_amp', 'nt_xent', 'substructure_nt_xent', 'PAHCL',
            'build_pahcl', 'MomentumQueue', 'moco_loss', 'cross_nt_xent', 'pahcl_loss', 'alignment', 'uniformity',
@@ -47,12 +47,17 @@ def lr_scheduler(optimizer, total_steps:int, warmup_steps:int, base_lr:float, mi
 class DeviceError(ValueError):
     "A device that this machine does not have (`--device cuda` without a GPU)."
 
+def cuda_asked(device:str='auto') -> bool:
+    "Whether `device` (auto, cpu, cuda, cuda:N) means a GPU; a `DeviceError` when it names one torch cannot see."
+    use = torch.cuda.is_available() if device == 'auto' else str(device).startswith('cuda')
+    if use and not torch.cuda.is_available():
+        raise DeviceError(f"--device {device}: torch sees no GPU on this machine; use --device cpu (or auto)")
+    return use
+
 def init_distributed(device:str='auto') -> tuple:
     "Join torchrun's process group if there is one; return (rank, world_size, torch.device)."
     world = int(os.environ.get('WORLD_SIZE', '1'))
-    use_cuda = torch.cuda.is_available() if device == 'auto' else str(device).startswith('cuda')
-    if use_cuda and not torch.cuda.is_available():
-        raise DeviceError(f"--device {device}: torch sees no GPU on this machine; use --device cpu (or auto)")
+    use_cuda = cuda_asked(device)
     if world > 1 and not dist.is_initialized():
         if use_cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
         dist.init_process_group('nccl' if use_cuda else 'gloo')
