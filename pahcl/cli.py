@@ -5,14 +5,16 @@
 # %% ../nbs/13_cli.ipynb #0e777211
 from __future__ import annotations
 import argparse, difflib, json, sys, warnings
+from typing import Callable, NamedTuple
 from . import __version__
 from .config import ConfigError, ConfigNote, KINDS, FLAG_KEYS, load_config, dump_config, list_tasks, default_config
 
 # %% auto #0
-__all__ = ['RUN_FLAGS', 'RUN_DEFAULTS', 'HelpFormatter', 'task_name', 'workers', 'add_config_flags', 'config_from_args',
-           'user_errors', 'cmd_config', 'cmd_download', 'cmd_demo_data', 'cmd_datasets', 'cmd_preprocess',
-           'cmd_prepare', 'cmd_pretrain', 'cmd_finetune', 'cmd_evaluate', 'cmd_ensemble', 'cmd_summarize', 'cmd_run',
-           'cmd_demo', 'cmd_bench', 'build_parser', 'main']
+__all__ = ['FLAGS', 'COMMANDS', 'RUN_DEFAULTS', 'RUN_FLAGS', 'BENCH_HELP', 'HelpFormatter', 'task_name', 'workers', 'add_flags',
+           'add_config_flags', 'config_from_args', 'Command', 'command', 'user_errors', 'cmd_config', 'cmd_download',
+           'cmd_demo_data', 'cmd_datasets', 'cmd_preprocess', 'cmd_prepare', 'cmd_pretrain', 'cmd_finetune',
+           'cmd_evaluate', 'cmd_ensemble', 'cmd_summarize', 'cmd_run', 'cmd_demo', 'cmd_bench_segmentation',
+           'cmd_bench_encoder', 'cmd_bench_probe', 'cmd_bench_quality', 'cmd_bench_demo', 'build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #cffa79f3
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -22,17 +24,55 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if '%(default)' in h or '(default' in h or action.default in (None, False, [], argparse.SUPPRESS): return h
         return h + ' (default: %(default)s)'
 
+# %% ../nbs/13_cli.ipynb #a1c0f001
 def task_name(text:str) -> str:
     "argparse type of `--task`: a packaged task name, or an error naming the closest one."
     if text in list_tasks(): return text
     hint = difflib.get_close_matches(text, list_tasks(), n=1, cutoff=0)[0]
     raise argparse.ArgumentTypeError(f"unknown task {text!r} (did you mean {hint!r}?); tasks: {', '.join(list_tasks())}")
 
+# %% ../nbs/13_cli.ipynb #a1c0f003
 def workers(text:str):
     "argparse type of `--num-workers`: `auto` or a count."
     if text == 'auto' or text.isdigit(): return text if text == 'auto' else int(text)
     raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}")
 
+# %% ../nbs/13_cli.ipynb #a1c0f006
+_STRICT = 'stop at the first damaged cycle file or task row instead of skipping it'
+_SPLITS = ['train', 'val', 'test']
+FLAGS = {                                     # name -> (spellings, argparse keywords)
+    'json': (['--json'], dict(action='store_true', help='print JSON')),
+    'strict': (['--strict'], dict(action='store_true', help=_STRICT)),
+    'quiet': (['--quiet'], dict(action='store_true', help='no progress bar or console log')),
+    'device': (['--device'], dict(default='auto', help='auto, cpu or cuda')),
+    'preset': (['--preset'], dict(choices=['cpu', 'tiny'], help='a smaller model for laptops (cpu) or smoke tests (tiny)')),
+    'resume': (['--resume'], dict(action='store_true')),
+    'overwrite': (['--overwrite'], dict(action='store_true')),
+    'dataset': (['--dataset'], dict(choices=['circor', 'physionet2016', 'pascal', 'all'])),
+    'raw_dir': (['--raw-dir', '--raw_dir'], dict(dest='raw_dir')),
+    'processed_dir': (['--processed-dir', '--processed_dir'], dict(dest='processed_dir')),
+    'data_dir': (['--data-dir', '--data_dir'], dict(dest='data_dir')),
+    'output_dir': (['--output-dir', '--output_dir'], dict(dest='output_dir')),
+    'experiment_name': (['--experiment-name', '--experiment_name'], dict(dest='experiment_name')),
+    'pretrained': (['--pretrained'], {}),
+    'task': (['--task'], dict(type=task_name, metavar='TASK')),
+    'tasks': (['--tasks'], dict(nargs='+', type=task_name, metavar='TASK', help='only these tasks (default: all four)')),
+    'split': (['--split'], dict(choices=_SPLITS, default='test')),
+    'label_map': (['--label-map'], dict(help='TASK_CLASS=CHECKPOINT_CLASS,... when names differ')),
+    'seed': (['--seed'], dict(type=int)),
+    'out': (['--out'], {}),
+}
+
+# %% ../nbs/13_cli.ipynb #a1c0f007
+def add_flags(p:argparse.ArgumentParser, *names, **changes) -> argparse.ArgumentParser:
+    "Add the shared flags `names` to `p`; each keyword adds its flag too, with a new help (a string) or new argparse keywords (a dict)."
+    for name in [*names, *changes]:
+        spellings, kw = FLAGS[name]
+        change = changes.get(name, {})
+        p.add_argument(*spellings, **{**kw, **({'help': change} if isinstance(change, str) else change)})
+    return p
+
+# %% ../nbs/13_cli.ipynb #a1c0f009
 def add_config_flags(p:argparse.ArgumentParser, training:bool=True, kind:str='finetune'):
     "The flags config-driven commands share: `--config`, `--set`, and (`training`) the shortcuts in `FLAG_KEYS`, their help showing the packaged defaults of `kind`."
     g = p.add_argument_group('config (packaged default < task < --config file < these flags)')
@@ -49,12 +89,29 @@ def add_config_flags(p:argparse.ArgumentParser, training:bool=True, kind:str='fi
                    help=f"training.num_workers: auto or a count (default: the config's; packaged {tr['num_workers']})")
     return p
 
+# %% ../nbs/13_cli.ipynb #a1c0f010
 def config_from_args(args, kind:str='finetune') -> dict:
     "Resolve the config for `kind` from parsed `args` (see `add_config_flags`)."
     overrides = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag, None) is not None}
     return load_config(kind, getattr(args, 'task', None), args.config, overrides, args.set)
 
-# %% ../nbs/13_cli.ipynb #8b3586d3
+# %% ../nbs/13_cli.ipynb #a1c0f013
+class Command(NamedTuple):
+    "One row of the command table: the one-line help, the function adding the flags, the function run."
+    help: str
+    flags: Callable
+    run: Callable
+
+COMMANDS: dict[str, Command] = {}             # 'finetune' or 'bench encoder' -> Command, in the order of `pahcl --help`
+
+def command(name:str, help:str, flags:Callable=lambda p: p):
+    "Decorator: file the decorated function as `pahcl NAME`, its flags added by `flags(parser)`."
+    def register(run):
+        COMMANDS[name] = Command(help, flags, run)
+        return run
+    return register
+
+# %% ../nbs/13_cli.ipynb #a1c0f014
 def user_errors() -> tuple:
     "Exception classes that mean 'fix your input', printed as one line instead of a traceback."
     from pahcl.datasets import DatasetError
@@ -72,6 +129,12 @@ def user_errors() -> tuple:
     return errs
 
 # %% ../nbs/13_cli.ipynb #d2f14416
+def _config_flags(p):
+    p.add_argument('--kind', choices=KINDS, default='finetune', help='which packaged config')
+    add_flags(p, task=f"downstream task (fine-tuning configs): {', '.join(list_tasks())}", json='print JSON instead of YAML')
+    add_config_flags(p)
+
+@command('config', 'print the resolved config', _config_flags)
 def cmd_config(args) -> int:
     "Print the resolved config (YAML, or JSON with `--json`)."
     cfg = config_from_args(args, args.kind)
@@ -79,6 +142,13 @@ def cmd_config(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #ce381e82
+def _download_flags(p):
+    add_flags(p, dataset=dict(default='all'), raw_dir=dict(default='data/raw', help='where the datasets go'))
+    p.add_argument('--base-url', help='mirror to download from instead of PhysioNet')
+    p.add_argument('--force', action='store_true', help='download again even if already present')
+    p.add_argument('--quiet', '--no-progress', dest='quiet', action='store_true', help='no progress bars')
+
+@command('download', 'download the public datasets', _download_flags)
 def cmd_download(args) -> int:
     "Download, verify and unpack the public datasets into --raw-dir (PASCAL: print the manual steps)."
     from pahcl.download import download
@@ -87,6 +157,12 @@ def cmd_download(args) -> int:
         print(f"{name}: {r['status']}" + (f" -> {r['path']}" if r.get('path') else ''))
     return 0
 
+# %% ../nbs/13_cli.ipynb #a1c0f015
+def _demo_data_flags(p):
+    add_flags(p, out=dict(default='data/raw', help='folder to write circor/, physionet2016/, pascal/ into'), seed=dict(default=0))
+    p.add_argument('--scale', choices=['small', 'medium'], default='small')
+
+@command('demo-data', 'write the synthetic demo datasets', _demo_data_flags)
 def cmd_demo_data(args) -> int:
     "Write the synthetic demo datasets (CirCor, PhysioNet 2016, PASCAL layouts) into --out."
     from pahcl.demo_data import make_demo_datasets
@@ -95,6 +171,12 @@ def cmd_demo_data(args) -> int:
     print(f"demo datasets written to {args.out}")
     return 0
 
+# %% ../nbs/13_cli.ipynb #a1c0f016
+def _datasets_flags(p):
+    add_flags(p, raw_dir=dict(default='data/raw'), dataset=dict(choices=['circor', 'physionet2016', 'pascal'], help='only this dataset'),
+              json='print one JSON object', strict='exit 1 if any file could not be read')
+
+@command('datasets', 'summarise the datasets in a folder', _datasets_flags)
 def cmd_datasets(args) -> int:
     "Find the datasets in --raw-dir and summarise recordings, subjects, labels, hours and problem files."
     from pahcl.datasets import summarize, format_summary
@@ -107,6 +189,15 @@ def cmd_datasets(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #051d2604
+def _preprocess_flags(p):
+    add_flags(p, raw_dir='raw datasets (default: data.raw_dir, data/raw)',
+              output_dir='processed cycles (default: data.output_dir, data/processed)', dataset='only this dataset')
+    p.add_argument('--num_workers', '--num-workers', dest='num_workers', type=int, help='worker processes (default: num_workers, 4)')
+    p.add_argument('--segmentation', choices=['hsmm', 'annotations'], help="segmentation.method: annotations uses a dataset's own .tsv")
+    add_flags(p, strict='stop at the first recording that cannot be used', quiet='no progress bar')
+    add_config_flags(p, training=False)
+
+@command('preprocess', 'cut recordings into heart cycles', _preprocess_flags)
 def cmd_preprocess(args) -> int:
     "Cut every recording in --raw_dir into heart cycles under --output_dir (resumable; see processing_stats.json)."
     from pahcl.preprocess import preprocess
@@ -124,6 +215,15 @@ def cmd_preprocess(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #9728b85e
+def _prepare_flags(p):
+    add_flags(p, dataset=dict(default='all'), raw_dir=dict(default='data/raw', help='raw datasets (labels)'),
+              processed_dir=dict(default='data/processed', help='output of pahcl preprocess'),
+              output_dir=dict(default='data/downstream', help='task folders go here'), seed=dict(default=42, help='seed of the subject split'))
+    p.add_argument('--copy', action='store_true', help='copy cycle files instead of hard-linking them')
+    p.add_argument('--verbose', action='store_true', help='say more')
+    add_flags(p, strict='stop at the first problem (a damaged recording folder, missing labels)')
+
+@command('prepare', 'build the downstream tasks', _prepare_flags)
 def cmd_prepare(args) -> int:
     "Build the downstream task folders (train/val/test by subject, class weights, task_config.json)."
     from pahcl.tasks import prepare
@@ -135,6 +235,18 @@ def cmd_prepare(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #c4f0aa37
+def _pretrain_flags(p):
+    add_flags(p, processed_dir='output of pahcl preprocess (default: data.processed_dir)',
+              output_dir='checkpoints go here (default: experiment.output_dir, checkpoints/pretrain)')
+    p.add_argument('--exclude-tasks-dir', '--exclude_tasks_dir', dest='exclude_tasks_dir',
+                   help="a downstream folder (pahcl prepare's output): its val/test subjects are left out; its tasks give the kNN check")
+    add_flags(p, resume='continue from --output-dir/last.pt', overwrite='replace an earlier pretraining run in --output-dir')
+    add_flags(p, 'preset', 'device')
+    p.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of each epoch (quick runs)')
+    add_flags(p, 'quiet', 'strict')
+    add_config_flags(p, kind='pretrain')
+
+@command('pretrain', 'PA-HCL contrastive pretraining', _pretrain_flags)
 def cmd_pretrain(args) -> int:
     "Pretrain the encoder with cycle- and sub-structure-level contrastive learning; writes --output-dir/best_model.pt."
     from pahcl.pretrain import pretrain
@@ -152,6 +264,23 @@ def _rank() -> int:
     return int(os.environ.get('RANK', '0'))
 
 # %% ../nbs/13_cli.ipynb #c403e6d8
+def _finetune_flags(p):
+    add_flags(p, task=f"{', '.join(list_tasks())} (or task.name in --config)",
+              pretrained=f"pretraining checkpoint (default: pretrain.checkpoint_path, {default_config()['pretrain']['checkpoint_path']})")
+    p.add_argument('--from-scratch', action='store_true', help='no pretrained encoder: the supervised baseline')
+    add_flags(p, data_dir='downstream folder (default: data.base_dir, data/downstream)',
+              output_dir=dict(default='outputs', help='runs go to OUTPUT_DIR/<task>_<experiment>'),
+              experiment_name='experiment name (default: downstream)')
+    p.add_argument('--linear-eval', action='store_true', help='freeze the encoder, train only the classifier')
+    p.add_argument('--few-shot', action='store_true', help='train on a fraction of the training subjects')
+    p.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, help='fraction of the training subjects with --few-shot (default: 0.1)')
+    add_flags(p, resume="continue from the run folder's last.pt", overwrite='replace an earlier run of the same task and experiment name',
+              preset="a smaller model (with --from-scratch; beside --pretrained the checkpoint's architecture wins)")
+    add_flags(p, 'device', json='print the test metrics as JSON')
+    add_flags(p, 'quiet', 'strict')
+    add_config_flags(p)
+
+@command('finetune', 'fine-tune on a downstream task', _finetune_flags)
 def cmd_finetune(args) -> int:
     "Fine-tune a pretrained encoder on a downstream task (full, --linear-eval or --few-shot)."
     from pahcl.finetune import finetune
@@ -171,6 +300,15 @@ def cmd_finetune(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #d487fd3d
+def _evaluate_flags(p):
+    p.add_argument('--checkpoint', required=True, help='outputs/<task>_<experiment>/best_model.pt')
+    add_flags(p, task=dict(required=True, help=f"task whose split is scored (may differ from the trained one): {', '.join(list_tasks())}"),
+              data_dir=dict(default='data/downstream'), split={},
+              label_map='TASK_CLASS=CHECKPOINT_CLASS,... when names differ (cross-dataset)',
+              output_dir='default: eval_<task>_<split>/ beside the checkpoint', device=dict(help=None),
+              json='print the metrics as JSON', strict=_STRICT)
+
+@command('evaluate', 'score a fine-tuned checkpoint', _evaluate_flags)
 def cmd_evaluate(args) -> int:
     "Score a fine-tuning checkpoint on a split of a task (writes metrics.json, predictions and confusion matrices)."
     from pahcl.evaluate import evaluate
@@ -185,6 +323,14 @@ def _print_metrics(m:dict, split:str, as_json:bool):
     if as_json: print(json.dumps({k: v for k, v in m.items() if not isinstance(v, (list, dict))}, default=float))
     else: print(', '.join(f"{k} {m[k]:.4f}" for k in keys if isinstance(m.get(k), float)))
 
+# %% ../nbs/13_cli.ipynb #a1c0f017
+def _ensemble_flags(p):
+    p.add_argument('--checkpoints', nargs='+', required=True, help='fine-tuning checkpoints (a shell glob works)')
+    add_flags(p, task=dict(required=True, help=f"task whose split is scored: {', '.join(list_tasks())}"),
+              data_dir=dict(default='data/downstream'), split={}, label_map='TASK_CLASS=CHECKPOINT_CLASS,... when names differ',
+              output_dir='default: outputs/<task>_ensemble', device=dict(help=None), json=dict(help=None), strict=_STRICT)
+
+@command('ensemble', 'average several fine-tuned checkpoints', _ensemble_flags)
 def cmd_ensemble(args) -> int:
     "Average the probabilities of several fine-tuning checkpoints and score the average."
     from pahcl.evaluate import ensemble
@@ -194,6 +340,9 @@ def cmd_ensemble(args) -> int:
     if not args.json: print(f"{m['members']} models -> {m['output_dir']}/metrics.json")
     return 0
 
+# %% ../nbs/13_cli.ipynb #a1c0f018
+@command('summarize', 'table of every fine-tuning run',
+         lambda p: add_flags(p, output_dir=dict(default='outputs'), json=dict(help=None)))
 def cmd_summarize(args) -> int:
     "Print the table of every run under --output-dir (and write summary.csv / summary.md there)."
     from pahcl.evaluate import summarize, format_summary
@@ -203,6 +352,23 @@ def cmd_summarize(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #22e7bcc7
+RUN_DEFAULTS = dict(output_dir='outputs', preprocess_workers=2)    # pahcl run's defaults: a flag left at its default is not 'given'
+
+def _run_flags(p):
+    p.add_argument('action', choices=['all', 'prepare', 'train-all', 'summarize'])
+    p.add_argument('mode', nargs='?', metavar='linear', help="after train-all or all: linear evaluation instead of full fine-tuning")
+    add_flags(p, raw_dir='raw datasets, for prepare and all (default: data.raw_dir, data/raw)',
+              processed_dir='heart cycles, for prepare and all (default: data.processed_dir, data/processed)',
+              data_dir='task folders, for prepare, train-all and all (default: data.base_dir, data/downstream)',
+              output_dir=dict(default=RUN_DEFAULTS['output_dir'], help='runs, for train-all, summarize and all'),
+              pretrained='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)',
+              experiment_name='default: finetune or linear')
+    p.add_argument('--preprocess-workers', type=int, default=RUN_DEFAULTS['preprocess_workers'], help='worker processes for preprocess')
+    add_flags(p, resume="train-all: continue each task's run from its last.pt",
+              overwrite='train-all: replace earlier runs of the same experiment name', quiet=dict(help=None))
+    add_config_flags(p)
+
+@command('run', "the guide's run_downstream.sh", _run_flags)
 def cmd_run(args) -> int:
     "The guide's run_downstream.sh: all (prepare, train-all, summarize), prepare, train-all [linear], summarize."
     from pahcl.pipeline import run
@@ -218,6 +384,7 @@ def cmd_run(args) -> int:
         sets=args.set, overrides=overrides, config_file=args.config, quiet=args.quiet, resume=args.resume, overwrite=args.overwrite)
     return 0
 
+# %% ../nbs/13_cli.ipynb #a1c0f019
 RUN_FLAGS = {                                  # the flags each action of `pahcl run` uses
     'prepare': {'raw_dir', 'processed_dir', 'data_dir', 'seed', 'preprocess_workers', 'quiet', 'config', 'set'},
     'train-all': {'data_dir', 'output_dir', 'pretrained', 'experiment_name', 'quiet', 'config', 'set', 'epochs', 'lr', 'batch_size',
@@ -232,8 +399,15 @@ def _refuse_unused(args, used:set, what:str):
              if getattr(args, f, None) not in (None, False, []) and f not in used and getattr(args, f) != RUN_DEFAULTS.get(f)]
     if given: raise ConfigError(f"{what} does not use --{given[0].replace('_', '-')}; drop it (see pahcl run --help)")
 
-RUN_DEFAULTS = dict(output_dir='outputs', preprocess_workers=2)    # pahcl run's defaults: a flag left at its default is not 'given'
+# %% ../nbs/13_cli.ipynb #a1c0f020
+def _demo_flags(p):
+    add_flags(p, out='folder for everything (default: a new temporary folder)',
+              preset=dict(default='tiny', choices=['tiny', 'cpu'], help='model size'))
+    p.add_argument('--pretrain-epochs', type=int, default=3)
+    p.add_argument('--finetune-epochs', type=int, default=5)
+    add_flags(p, 'tasks', quiet=dict(help=None))
 
+@command('demo', 'the whole chain on synthetic data, in minutes', _demo_flags)
 def cmd_demo(args) -> int:
     "Run everything on the synthetic demo datasets: data, cycles, tasks, pretraining, four fine-tunings, summary."
     from pahcl.pipeline import demo
@@ -241,240 +415,125 @@ def cmd_demo(args) -> int:
          tasks=args.tasks, quiet=args.quiet)
     return 0
 
-# %% ../nbs/13_cli.ipynb #07f1274e
-def cmd_bench(args) -> int:
-    "Run a benchmark: `segmentation` scores the segmenter against CirCor's .tsv annotations; `encoder` times training; `probe` compares linear probes of a pretrained and a random encoder; `quality` is the real-data benchmark of issue 9; `demo` scores every fine-tuning mode on the demo data against chance."
-    if args.what == 'encoder':
-        from pahcl.bench import bench_encoder
-        from pahcl.models import MODEL_PRESETS
-        model_cfg = dict(load_config('finetune')['model'], **(MODEL_PRESETS[args.preset] if args.preset else {}))
-        res = bench_encoder(model_cfg, batch=args.batch, steps=args.steps, device=args.device,
-                            include_mambapy=not args.no_mambapy, verbose=not args.json)
-        print(json.dumps(res))
-    if args.what == 'probe':
-        from pahcl.pretrain import probe_comparison
-        if not (args.checkpoint and args.data_dir): raise FileNotFoundError('pahcl bench probe needs --checkpoint (a pretraining checkpoint) and --data-dir (downstream tasks)')
-        seed = 42 if args.seed is None else args.seed
-        res = probe_comparison(args.checkpoint, args.data_dir, seed=seed)
-        if not args.json:
-            for t, r in res.items(): print(f"{t:<16} linear probe balanced accuracy (val): pretrained {r['pretrained']:.3f}, random init {r['random']:.3f}")
-        print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=seed)))
-    if args.what == 'quality':
-        from pahcl.bench import bench_quality, format_quality
-        if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
-        res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
-                            preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
-        if not args.json:
-            print(format_quality(res)); print()
-            for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")
-        print(json.dumps(res, default=float))
-    if args.what == 'demo':
-        from pahcl.bench import bench_demo, format_demo
-        res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
-                         preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
-                         linear_min_steps=args.linear_min_steps,
-                         pretrain_epochs=args.pretrain_epochs, verbose=not args.json)
-        if not args.json: print(format_demo(res)); print(f"\nevery mode beats chance clearly: {'yes' if res['all_beat_chance'] else 'no'}")
-        print(json.dumps(res, default=float))
-    if args.what == 'segmentation':
-        from pahcl.segment import bench_segmentation
-        if not args.raw_dir: raise FileNotFoundError('pahcl bench segmentation needs --raw-dir (a CirCor folder with .tsv annotations)')
-        res = bench_segmentation(args.raw_dir, limit=args.limit)
-        if not args.json:
-            print(f"{res['recordings']} recordings, {res['audio_seconds']/3600:.2f} h of audio in {res['seconds']:.1f} s: "
-                  f"S1 F1 {res['s1_f1']:.3f}, S2 F1 {res['s2_f1']:.3f}, state accuracy {res['state_accuracy']:.3f}")
-        print(json.dumps(res))
+# %% ../nbs/13_cli.ipynb #a1c0f021
+@command('bench segmentation', 'score the segmenter against CirCor .tsv annotations',
+         lambda p: (add_flags(p, raw_dir='a CirCor folder with .tsv annotations', json='print only the JSON line'),
+                    p.add_argument('--limit', type=int, help='only the first N recordings')))
+def cmd_bench_segmentation(args) -> int:
+    "Score the segmenter against CirCor's .tsv annotations: S1 and S2 F1 within 60 ms, state accuracy."
+    from pahcl.segment import bench_segmentation
+    if not args.raw_dir: raise FileNotFoundError('pahcl bench segmentation needs --raw-dir (a CirCor folder with .tsv annotations)')
+    res = bench_segmentation(args.raw_dir, limit=args.limit)
+    if not args.json:
+        print(f"{res['recordings']} recordings, {res['audio_seconds']/3600:.2f} h of audio in {res['seconds']:.1f} s: "
+              f"S1 F1 {res['s1_f1']:.3f}, S2 F1 {res['s2_f1']:.3f}, state accuracy {res['state_accuracy']:.3f}")
+    print(json.dumps(res))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #a1c0f022
+def _bench_encoder_flags(p):
+    p.add_argument('--batch', type=int, default=32, help='cycles per training step')
+    p.add_argument('--steps', type=int, default=3, help='timed training steps')
+    add_flags(p, device=dict(default='cpu', help='cpu or cuda'), preset="time a preset's model instead of the guide's")
+    p.add_argument('--no-mambapy', action='store_true', help='skip the mambapy comparison')
+    add_flags(p, json='print only the JSON line')
+
+@command('bench encoder', 'time and size a training step of the encoder', _bench_encoder_flags)
+def cmd_bench_encoder(args) -> int:
+    "Time a training step of the encoder (our scan, PyTorch's, mambapy's), its peak memory and FLOPs."
+    from pahcl.bench import bench_encoder
+    from pahcl.models import MODEL_PRESETS
+    model_cfg = dict(load_config('finetune')['model'], **(MODEL_PRESETS[args.preset] if args.preset else {}))
+    res = bench_encoder(model_cfg, batch=args.batch, steps=args.steps, device=args.device,
+                        include_mambapy=not args.no_mambapy, verbose=not args.json)
+    print(json.dumps(res))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #a1c0f023
+@command('bench probe', 'linear probes of a pretrained and a random encoder',
+         lambda p: (p.add_argument('--checkpoint', help='pretraining checkpoint whose encoder is probed'),
+                    add_flags(p, data_dir='downstream tasks folder', seed='seed of the random encoder and of the samples (default 42)',
+                              json='print only the JSON line')))
+def cmd_bench_probe(args) -> int:
+    "Compare linear probes (balanced accuracy on val) of a pretrained encoder and a random one like it, per task."
+    from pahcl.pretrain import probe_comparison
+    if not (args.checkpoint and args.data_dir): raise FileNotFoundError('pahcl bench probe needs --checkpoint (a pretraining checkpoint) and --data-dir (downstream tasks)')
+    seed = 42 if args.seed is None else args.seed
+    res = probe_comparison(args.checkpoint, args.data_dir, seed=seed)
+    if not args.json:
+        for t, r in res.items(): print(f"{t:<16} linear probe balanced accuracy (val): pretrained {r['pretrained']:.3f}, random init {r['random']:.3f}")
+    print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=seed)))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #a1c0f024
+def _study_flags(p, data_root:str, test_root:str, seed:str, out:str):
+    "Flags the two studies share."
+    p.add_argument('--data-root', '--data_root', dest='data_root', help=data_root)
+    p.add_argument('--test-root', '--test_root', dest='test_root', help=test_root)
+    add_flags(p, seed=seed, tasks={}, out=out, json='print only the JSON line')
+
+def _bench_quality_flags(p):
+    _study_flags(p, 'the raw datasets (e.g. ../shared/data)', 'raw datasets scored as an external test set',
+                 'the seed of everything (default 42)', 'folder for everything (default bench_quality)')
+    add_flags(p, preset='the model (default tiny)')
+    p.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='the time budget')
+    p.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='cycles per recording in val/test (0: all)')
+
+@command('bench quality', 'the real-data benchmark: PA-HCL against baselines in a time budget', _bench_quality_flags)
+def cmd_bench_quality(args) -> int:
+    "The real-data benchmark: PA-HCL pretraining against its baselines on each task, within a time budget, with intervals."
+    from pahcl.bench import bench_quality, format_quality
+    if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
+    res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
+                        preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
+    if not args.json:
+        print(format_quality(res)); print()
+        for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")
+    print(json.dumps(res, default=float))
+    return 0
+
+# %% ../nbs/13_cli.ipynb #a1c0f025
+def _bench_demo_flags(p):
+    _study_flags(p, 'instead of the demo datasets', 'instead of new demo subjects', "the demo data's seed (default 0)",
+                 'folder for everything (default bench_demo)')
+    add_flags(p, preset='the model (default tiny)')
+    p.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, default=0.25, help='fraction of training subjects of the few-shot mode')
+    p.add_argument('--min-steps', '--min_steps', dest='min_steps', type=int, default=120, help='optimizer steps each run trains for at least')
+    p.add_argument('--linear-min-steps', '--linear_min_steps', dest='linear_min_steps', type=int, default=480,
+                   help='optimizer steps linear evaluation trains for at least (its head settles slowly)')
+    p.add_argument('--pretrain-epochs', '--pretrain_epochs', dest='pretrain_epochs', type=int, default=3, help='epochs of the PA-HCL pretraining')
+
+@command('bench demo', 'every fine-tuning mode on the demo data against chance', _bench_demo_flags)
+def cmd_bench_demo(args) -> int:
+    "Score every fine-tuning mode (and the baselines) on new demo subjects against chance, with bootstrap intervals."
+    from pahcl.bench import bench_demo, format_demo
+    res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
+                     preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
+                     linear_min_steps=args.linear_min_steps, pretrain_epochs=args.pretrain_epochs, verbose=not args.json)
+    if not args.json: print(format_demo(res)); print(f"\nevery mode beats chance clearly: {'yes' if res['all_beat_chance'] else 'no'}")
+    print(json.dumps(res, default=float))
     return 0
 
 # %% ../nbs/13_cli.ipynb #9d098c5f
+BENCH_HELP = 'benchmarks that print figures and end with one JSON line'
+
 def build_parser() -> argparse.ArgumentParser:
-    "The `pahcl` argument parser with all subcommands."
+    "The `pahcl` argument parser, one subcommand per row of `COMMANDS`."
     p = argparse.ArgumentParser(prog='pahcl', description='PA-HCL: physiology-aware hierarchical contrastive learning for heart sounds.',
                                 formatter_class=HelpFormatter)
     p.add_argument('--version', action='version', version=f'pahcl {__version__}')
-    sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    sub.required = True
-
-    c = sub.add_parser('config', help='print the resolved config', description=cmd_config.__doc__,
-                       formatter_class=HelpFormatter)
-    c.add_argument('--kind', choices=KINDS, default='finetune', help='which packaged config')
-    c.add_argument('--task', type=task_name, metavar='TASK', help=f"downstream task (fine-tuning configs): {', '.join(list_tasks())}")
-    c.add_argument('--json', action='store_true', help='print JSON instead of YAML')
-    add_config_flags(c)
-    c.set_defaults(func=cmd_config)
-
-    d = sub.add_parser('download', help='download the public datasets', description=cmd_download.__doc__,
-                       formatter_class=HelpFormatter)
-    d.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], default='all')
-    d.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw', help='where the datasets go')
-    d.add_argument('--base-url', help='mirror to download from instead of PhysioNet')
-    d.add_argument('--force', action='store_true', help='download again even if already present')
-    d.add_argument('--quiet', '--no-progress', dest='quiet', action='store_true', help='no progress bars')
-    d.set_defaults(func=cmd_download)
-
-    m = sub.add_parser('demo-data', help='write the synthetic demo datasets', description=cmd_demo_data.__doc__,
-                       formatter_class=HelpFormatter)
-    m.add_argument('--out', default='data/raw', help='folder to write circor/, physionet2016/, pascal/ into')
-    m.add_argument('--seed', type=int, default=0)
-    m.add_argument('--scale', choices=['small', 'medium'], default='small')
-    m.set_defaults(func=cmd_demo_data)
-
-    s = sub.add_parser('datasets', help='summarise the datasets in a folder', description=cmd_datasets.__doc__,
-                       formatter_class=HelpFormatter)
-    s.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw')
-    s.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal'], help='only this dataset')
-    s.add_argument('--json', action='store_true', help='print one JSON object')
-    s.add_argument('--strict', action='store_true', help='exit 1 if any file could not be read')
-    s.set_defaults(func=cmd_datasets)
-
-    pp = sub.add_parser('preprocess', help='cut recordings into heart cycles', description=cmd_preprocess.__doc__,
-                        formatter_class=HelpFormatter)
-    pp.add_argument('--raw_dir', '--raw-dir', dest='raw_dir', help='raw datasets (default: data.raw_dir, data/raw)')
-    pp.add_argument('--output_dir', '--output-dir', dest='output_dir', help='processed cycles (default: data.output_dir, data/processed)')
-    pp.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], help='only this dataset')
-    pp.add_argument('--num_workers', '--num-workers', dest='num_workers', type=int, help='worker processes (default: num_workers, 4)')
-    pp.add_argument('--segmentation', choices=['hsmm', 'annotations'], help="segmentation.method: annotations uses a dataset's own .tsv")
-    pp.add_argument('--strict', action='store_true', help='stop at the first recording that cannot be used')
-    pp.add_argument('--quiet', action='store_true', help='no progress bar')
-    add_config_flags(pp, training=False)
-    pp.set_defaults(func=cmd_preprocess)
-
-    pr = sub.add_parser('prepare', help='build the downstream tasks', description=cmd_prepare.__doc__,
-                        formatter_class=HelpFormatter)
-    pr.add_argument('--dataset', choices=['circor', 'physionet2016', 'pascal', 'all'], default='all')
-    pr.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', default='data/raw', help='raw datasets (labels)')
-    pr.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', default='data/processed', help='output of pahcl preprocess')
-    pr.add_argument('--output-dir', '--output_dir', dest='output_dir', default='data/downstream', help='task folders go here')
-    pr.add_argument('--seed', type=int, default=42, help='seed of the subject split')
-    pr.add_argument('--copy', action='store_true', help='copy cycle files instead of hard-linking them')
-    pr.add_argument('--verbose', action='store_true', help='say more')
-    pr.add_argument('--strict', action='store_true', help='stop at the first problem (a damaged recording folder, missing labels)')
-    pr.set_defaults(func=cmd_prepare)
-
-    pt = sub.add_parser('pretrain', help='PA-HCL contrastive pretraining', description=cmd_pretrain.__doc__,
-                        formatter_class=HelpFormatter)
-    pt.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', help='output of pahcl preprocess (default: data.processed_dir)')
-    pt.add_argument('--output-dir', '--output_dir', dest='output_dir', help='checkpoints go here (default: experiment.output_dir, checkpoints/pretrain)')
-    pt.add_argument('--exclude-tasks-dir', '--exclude_tasks_dir', dest='exclude_tasks_dir',
-                    help="a downstream folder (pahcl prepare's output): its val/test subjects are left out; its tasks give the kNN check")
-    pt.add_argument('--resume', action='store_true', help='continue from --output-dir/last.pt')
-    pt.add_argument('--overwrite', action='store_true', help='replace an earlier pretraining run in --output-dir')
-    pt.add_argument('--preset', choices=['cpu', 'tiny'], help='a smaller model for laptops (cpu) or smoke tests (tiny)')
-    pt.add_argument('--device', default='auto', help='auto, cpu or cuda')
-    pt.add_argument('--max-steps-per-epoch', type=int, help='cap the steps of each epoch (quick runs)')
-    pt.add_argument('--quiet', action='store_true', help='no progress bar or console log')
-    pt.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
-    add_config_flags(pt, kind='pretrain')
-    pt.set_defaults(func=cmd_pretrain)
-
-    ft = sub.add_parser('finetune', help='fine-tune on a downstream task', description=cmd_finetune.__doc__,
-                        formatter_class=HelpFormatter)
-    ft.add_argument('--task', type=task_name, metavar='TASK', help=f"{', '.join(list_tasks())} (or task.name in --config)")
-    ft.add_argument('--pretrained', help=f"pretraining checkpoint (default: pretrain.checkpoint_path, {default_config()['pretrain']['checkpoint_path']})")
-    ft.add_argument('--from-scratch', action='store_true', help='no pretrained encoder: the supervised baseline')
-    ft.add_argument('--data-dir', '--data_dir', dest='data_dir', help='downstream folder (default: data.base_dir, data/downstream)')
-    ft.add_argument('--output-dir', '--output_dir', dest='output_dir', default='outputs', help='runs go to OUTPUT_DIR/<task>_<experiment>')
-    ft.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='experiment name (default: downstream)')
-    ft.add_argument('--linear-eval', action='store_true', help='freeze the encoder, train only the classifier')
-    ft.add_argument('--few-shot', action='store_true', help='train on a fraction of the training subjects')
-    ft.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, help='fraction of the training subjects with --few-shot (default: 0.1)')
-    ft.add_argument('--resume', action='store_true', help='continue from the run folder\'s last.pt')
-    ft.add_argument('--overwrite', action='store_true', help='replace an earlier run of the same task and experiment name')
-    ft.add_argument('--preset', choices=['cpu', 'tiny'], help="a smaller model (with --from-scratch; beside --pretrained the checkpoint's architecture wins)")
-    ft.add_argument('--device', default='auto', help='auto, cpu or cuda')
-    ft.add_argument('--json', action='store_true', help='print the test metrics as JSON')
-    ft.add_argument('--quiet', action='store_true', help='no progress bar or console log')
-    ft.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
-    add_config_flags(ft)
-    ft.set_defaults(func=cmd_finetune)
-
-    ev = sub.add_parser('evaluate', help='score a fine-tuned checkpoint', description=cmd_evaluate.__doc__,
-                        formatter_class=HelpFormatter)
-    ev.add_argument('--checkpoint', required=True, help='outputs/<task>_<experiment>/best_model.pt')
-    ev.add_argument('--task', required=True, type=task_name, metavar='TASK', help=f"task whose split is scored (may differ from the trained one): {', '.join(list_tasks())}")
-    ev.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
-    ev.add_argument('--split', choices=['train', 'val', 'test'], default='test')
-    ev.add_argument('--label-map', help='TASK_CLASS=CHECKPOINT_CLASS,... when names differ (cross-dataset)')
-    ev.add_argument('--output-dir', '--output_dir', dest='output_dir', help='default: eval_<task>_<split>/ beside the checkpoint')
-    ev.add_argument('--device', default='auto')
-    ev.add_argument('--json', action='store_true', help='print the metrics as JSON')
-    ev.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
-    ev.set_defaults(func=cmd_evaluate)
-
-    en = sub.add_parser('ensemble', help='average several fine-tuned checkpoints', description=cmd_ensemble.__doc__,
-                        formatter_class=HelpFormatter)
-    en.add_argument('--checkpoints', nargs='+', required=True, help='fine-tuning checkpoints (a shell glob works)')
-    en.add_argument('--task', required=True, type=task_name, metavar='TASK', help=f"task whose split is scored: {', '.join(list_tasks())}")
-    en.add_argument('--data-dir', '--data_dir', dest='data_dir', default='data/downstream')
-    en.add_argument('--split', choices=['train', 'val', 'test'], default='test')
-    en.add_argument('--label-map', help='TASK_CLASS=CHECKPOINT_CLASS,... when names differ')
-    en.add_argument('--output-dir', '--output_dir', dest='output_dir', help='default: outputs/<task>_ensemble')
-    en.add_argument('--device', default='auto')
-    en.add_argument('--json', action='store_true')
-    en.add_argument('--strict', action='store_true', help='stop at the first damaged cycle file or task row instead of skipping it')
-    en.set_defaults(func=cmd_ensemble)
-
-    sm = sub.add_parser('summarize', help='table of every fine-tuning run', description=cmd_summarize.__doc__,
-                        formatter_class=HelpFormatter)
-    sm.add_argument('--output-dir', '--output_dir', dest='output_dir', default='outputs')
-    sm.add_argument('--json', action='store_true')
-    sm.set_defaults(func=cmd_summarize)
-
-    rn = sub.add_parser('run', help="the guide's run_downstream.sh", description=cmd_run.__doc__,
-                        formatter_class=HelpFormatter)
-    rn.add_argument('action', choices=['all', 'prepare', 'train-all', 'summarize'])
-    rn.add_argument('mode', nargs='?', metavar='linear', help="after train-all or all: linear evaluation instead of full fine-tuning")
-    rn.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', help='raw datasets, for prepare and all (default: data.raw_dir, data/raw)')
-    rn.add_argument('--processed-dir', '--processed_dir', dest='processed_dir', help='heart cycles, for prepare and all (default: data.processed_dir, data/processed)')
-    rn.add_argument('--data-dir', '--data_dir', dest='data_dir', help='task folders, for prepare, train-all and all (default: data.base_dir, data/downstream)')
-    rn.add_argument('--output-dir', '--output_dir', dest='output_dir', default=RUN_DEFAULTS['output_dir'], help='runs, for train-all, summarize and all')
-    rn.add_argument('--pretrained', help='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)')
-    rn.add_argument('--experiment-name', '--experiment_name', dest='experiment_name', help='default: finetune or linear')
-    rn.add_argument('--preprocess-workers', type=int, default=RUN_DEFAULTS['preprocess_workers'], help='worker processes for preprocess')
-    rn.add_argument('--resume', action='store_true', help='train-all: continue each task\'s run from its last.pt')
-    rn.add_argument('--overwrite', action='store_true', help='train-all: replace earlier runs of the same experiment name')
-    rn.add_argument('--quiet', action='store_true')
-    add_config_flags(rn)
-    rn.set_defaults(func=cmd_run)
-
-    de = sub.add_parser('demo', help='the whole chain on synthetic data, in minutes', description=cmd_demo.__doc__,
-                        formatter_class=HelpFormatter)
-    de.add_argument('--out', help='folder for everything (default: a new temporary folder)')
-    de.add_argument('--preset', default='tiny', choices=['tiny', 'cpu'], help='model size')
-    de.add_argument('--pretrain-epochs', type=int, default=3)
-    de.add_argument('--finetune-epochs', type=int, default=5)
-    de.add_argument('--tasks', nargs='+', type=task_name, metavar='TASK', help='only these tasks (default: all four)')
-    de.add_argument('--quiet', action='store_true')
-    de.set_defaults(func=cmd_demo)
-
-    b = sub.add_parser('bench', help='benchmarks that print figures', description=cmd_bench.__doc__,
-                       formatter_class=HelpFormatter)
-    b.add_argument('what', choices=['segmentation', 'encoder', 'probe', 'quality', 'demo'])
-    b.add_argument('--raw-dir', '--raw_dir', dest='raw_dir', help='dataset folder (segmentation: CirCor)')
-    b.add_argument('--limit', type=int, help='only the first N recordings')
-    b.add_argument('--batch', type=int, default=32, help='encoder: cycles per training step')
-    b.add_argument('--steps', type=int, default=3, help='encoder: timed training steps')
-    b.add_argument('--device', default='cpu', help='encoder: cpu or cuda')
-    b.add_argument('--preset', choices=['cpu', 'tiny'], help="encoder: time a preset's model instead of the guide's; quality: the model (default tiny)")
-    b.add_argument('--no-mambapy', action='store_true', help='encoder: skip the mambapy comparison')
-    b.add_argument('--checkpoint', help='probe: pretraining checkpoint whose encoder is probed')
-    b.add_argument('--data-dir', '--data_dir', dest='data_dir', help='probe: downstream tasks folder')
-    b.add_argument('--seed', type=int, help='probe: seed of the random encoder and of the samples (default 42); quality: the seed of everything (42); demo: the demo data\'s seed (0)')
-    b.add_argument('--data-root', '--data_root', dest='data_root', help='quality: the raw datasets (e.g. ../shared/data); demo: instead of the demo datasets')
-    b.add_argument('--test-root', '--test_root', dest='test_root', help='quality: raw datasets scored as an external test set; demo: instead of new demo subjects')
-    b.add_argument('--shot-ratio', '--shot_ratio', dest='shot_ratio', type=float, default=0.25, help='demo: fraction of training subjects of the few-shot mode')
-    b.add_argument('--min-steps', '--min_steps', dest='min_steps', type=int, default=120, help='demo: optimizer steps each run trains for at least')
-    b.add_argument('--linear-min-steps', '--linear_min_steps', dest='linear_min_steps', type=int, default=480,
-                   help='demo: optimizer steps linear evaluation trains for at least (its head settles slowly)')
-    b.add_argument('--pretrain-epochs', '--pretrain_epochs', dest='pretrain_epochs', type=int, default=3, help='demo: epochs of the PA-HCL pretraining')
-    b.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='quality: the time budget')
-    b.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='quality: cycles per recording in val/test (0: all)')
-    b.add_argument('--tasks', nargs='+', type=task_name, metavar='TASK', help='quality, demo: only these tasks (default: all four)')
-    b.add_argument('--out', help='quality, demo: folder for everything (default bench_quality, bench_demo)')
-    b.add_argument('--json', action='store_true', help='print only the JSON line')
-    b.set_defaults(func=cmd_bench)
+    subs = {'': p.add_subparsers(dest='command', metavar='COMMAND', required=True)}
+    for name, (help, flags, run) in COMMANDS.items():
+        parent, _, leaf = name.rpartition(' ')
+        if parent and parent not in subs:          # `pahcl bench`: a command whose subcommands are rows of their own
+            group = subs[''].add_parser(parent, help=BENCH_HELP, description=BENCH_HELP.capitalize() + '.', formatter_class=HelpFormatter)
+            subs[parent] = group.add_subparsers(dest='what', metavar='BENCHMARK', required=True)
+        s = subs[parent].add_parser(leaf, help=help, description=run.__doc__, formatter_class=HelpFormatter)
+        flags(s)
+        s.set_defaults(func=run)
     return p
 
+# %% ../nbs/13_cli.ipynb #a1c0f026
 def main(argv=None) -> int:
     "Entry point of the `pahcl` console script and of `python -m pahcl`."
     p = build_parser()

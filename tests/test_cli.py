@@ -2,7 +2,7 @@
 import json, shutil, subprocess, sys
 from pathlib import Path
 import pytest
-from pahcl.cli import build_parser
+from pahcl.cli import build_parser, COMMANDS
 
 def subcommands():
     p = build_parser()
@@ -20,6 +20,12 @@ def test_console_script_and_module_agree(pahcl):
 def test_every_subcommand_has_help(pahcl, cmd):
     r = pahcl(cmd, '--help')
     assert r.returncode == 0 and r.stdout.startswith(f'usage: pahcl {cmd}'), r.stderr
+
+@pytest.mark.parametrize('what', [n.split()[1] for n in COMMANDS if n.startswith('bench ')])
+def test_every_benchmark_has_help_with_only_its_flags(pahcl, what):
+    r = pahcl('bench', what, '--help')
+    assert r.returncode == 0 and r.stdout.startswith(f'usage: pahcl bench {what}'), r.stderr
+    assert ('--budget-minutes' in r.stdout) == (what == 'quality'), r.stdout
 
 def test_top_level_help_lists_subcommands(pahcl):
     r = pahcl('--help')
