@@ -416,14 +416,18 @@ def cmd_demo(args) -> int:
     return 0
 
 # %% ../nbs/13_cli.ipynb #a1c0f021
-@command('bench segmentation', 'score the segmenter against CirCor .tsv annotations',
-         lambda p: (add_flags(p, raw_dir='a CirCor folder with .tsv annotations', json='print only the JSON line'),
-                    p.add_argument('--limit', type=int, help='only the first N recordings')))
+def _bench_segmentation_flags(p):
+    add_flags(p, raw_dir='a CirCor folder with .tsv annotations')
+    p.add_argument('--limit', type=int, help='only the first N recordings')
+    p.add_argument('--held-out', action='store_true', help='only the patients the shipped segmenter was not fitted on')
+    add_flags(p, json='print only the JSON line')
+
+@command('bench segmentation', 'score the segmenter against CirCor .tsv annotations', _bench_segmentation_flags)
 def cmd_bench_segmentation(args) -> int:
     "Score the segmenter against CirCor's .tsv annotations: S1 and S2 F1 within 60 ms, state accuracy."
-    from pahcl.segment import bench_segmentation
+    from pahcl.segment import bench_segmentation, held_out_patients
     if not args.raw_dir: raise FileNotFoundError('pahcl bench segmentation needs --raw-dir (a CirCor folder with .tsv annotations)')
-    res = bench_segmentation(args.raw_dir, limit=args.limit)
+    res = bench_segmentation(args.raw_dir, limit=args.limit, patients=held_out_patients(args.raw_dir) if args.held_out else None)
     if not args.json:
         print(f"{res['recordings']} recordings, {res['audio_seconds']/3600:.2f} h of audio in {res['seconds']:.1f} s: "
               f"S1 F1 {res['s1_f1']:.3f}, S2 F1 {res['s2_f1']:.3f}, state accuracy {res['state_accuracy']:.3f}")

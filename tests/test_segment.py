@@ -49,6 +49,12 @@ def test_held_out_patients_are_disjoint_from_training(circor):
     r = bench_segmentation(circor, limit=25, patients=held)
     assert r['recordings'] == 25 and r['s2_f1'] >= 0.8, r
 
+def test_bench_command_scores_held_out_patients(circor, pahcl):
+    r = pahcl('bench', 'segmentation', '--raw-dir', circor, '--held-out', '--limit', '5', '--json')
+    assert r.returncode == 0, r.stderr
+    held = bench_segmentation(circor, limit=5, patients=held_out_patients(circor))
+    assert {k: v for k, v in json.loads(r.stdout).items() if k != 'seconds'} == {k: v for k, v in held.items() if k != 'seconds'}
+
 def test_annotation_path_gives_ordered_cycles_and_perfect_score(circor):
     pid, wav, tsv = annotated_circor(circor)[0]
     x, sr = read_audio(wav)
