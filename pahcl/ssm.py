@@ -4,16 +4,17 @@
 
 # %% ../nbs/07_ssm.ipynb #de463f8d
 from __future__ import annotations
-import ctypes, functools, hashlib, math, os, platform, shutil, subprocess, tempfile, time, warnings
-from concurrent.futures import ThreadPoolExecutor
+import ctypes, functools, math, os, platform, time
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .kernel import (ConvBwd, ConvFwd, RmsBwd, RmsFwd, channel_slices, load_scan_kernel, run_kernel, scan_bwd,
+                          scan_fwd)
 
 # %% auto #0
-__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'kernel_source', 'load_scan_kernel', 'resolve_scan_impl',
-           'selective_scan', 'RMSNorm', 'MambaBlock', 'reuse_freed_memory', 'bench_scan']
+__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'resolve_scan_impl', 'selective_scan', 'RMSNorm', 'MambaBlock',
+           'reuse_freed_memory', 'bench_scan']
 
 # %% ../nbs/07_ssm.ipynb #5741e9d6
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
@@ -95,147 +96,7 @@ def _scan_inputs(batch=2, d_inner=5, d_state=3, L=11, dtype=torch.float64, seed=
           r(batch, d_state, L), r(batch, d_state, L), r(d_inner), r(batch, d_inner, L), r(d_inner) * 0.1]
     return [x.requires_grad_(requires_grad) for x in xs]
 
-def _max_grad_diff(f1, f2, xs, seed=0):
-    "Largest absolute difference between the outputs, and between the input gradients, of `f1(*xs)` and `f2(*xs)`."
-    y1, y2 = f1(*xs), f2(*xs)
-    dy = torch.randn(y1.shape, generator=torch.Generator().manual_seed(seed), dtype=y1.dtype)
-    need = [x for x in xs if x.requires_grad]
-    g1, g2 = (torch.autograd.grad(y, need, dy, allow_unused=True) for y in (y1, y2))
-    if any((a is None) != (b is None) for a, b in zip(g1, g2)): return (y1 - y2).abs().max().item(), math.inf
-    return (y1 - y2).abs().max().item(), max((a - b).abs().max().item() for a, b in zip(g1, g2) if a is not None)
-
-# %% ../nbs/07_ssm.ipynb #2c9b66a3
-def kernel_source() -> str:
-    "The C++ source of the scan kernel: `pahcl/csrc/selective_scan.cpp`, shipped in the package."
-    from importlib import resources
-    return (resources.files('pahcl')/'csrc'/'selective_scan.cpp').read_text(encoding='utf-8')
-
-_KERNEL_SRC = kernel_source()
-
-# %% ../nbs/07_ssm.ipynb #bc3d151f
-_FLAGS = ['-O3', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', '-ffp-contract=fast']
-_FLAG_TRIES = (['-fopenmp', '-march=native'], ['-fopenmp'], ['-march=native'], [])
-_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-_ARGTYPES = dict(ssm_fwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F] + [_I]*12,
-                 ssm_bwd=[_P]*7 + [_I]*3 + [_P]*3 + [_I] + [_P]*2 + [_F, _I, _I, _I] + [_P]*10 + [_I]*9,
-                 conv_fwd=[_P]*4 + [_I]*10, conv_bwd=[_P]*4 + [_I]*3 + [_P]*3 + [_I]*8,
-                 rms_fwd=[_P, _P, _F, _P, _P] + [_I]*6, rms_bwd=[_P]*6 + [_I]*6)
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get('PAHCL_CACHE_DIR') or Path.home()/'.cache'/'pahcl')/'kernels'
-
-def _cpu_id() -> str:
-    "What the compiled code depends on: the machine and, on Linux, the CPU model and its flags."
-    try: info = [l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith(('model name', 'flags'))][:2]
-    except OSError: info = []
-    return '|'.join([platform.machine(), platform.processor(), *info])
-
-def _compile(cxx:str, flags:list, out:Path) -> str|None:
-    "Compile the kernel with `cxx` and `flags` into `out` (atomically); the compiler's error text on failure."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, so = Path(tmp)/'selective_scan.cpp', Path(tmp)/'selective_scan.so'
-        src.write_text(_KERNEL_SRC)
-        r = subprocess.run([cxx, *flags, str(src), '-o', str(so)], capture_output=True, text=True)
-        if r.returncode: return r.stderr[-2000:] or f'{cxx} exited with {r.returncode}'
-        fd, part = tempfile.mkstemp(dir=out.parent, suffix='.part'); os.close(fd)
-        shutil.copyfile(so, part); os.replace(part, out)
-    return None
-
-def _cxx() -> str|None:
-    "The C++ compiler the kernel is built with: $CXX, else g++, c++ or clang++ on the PATH; None when there is none."
-    return os.environ.get('CXX') or shutil.which('g++') or shutil.which('c++') or shutil.which('clang++')
-
-@functools.lru_cache(maxsize=None)
-def load_scan_kernel(verbose:bool=False):
-    "The compiled C++ selective-scan kernel (a `ctypes.CDLL`), building it on first use; `None` when it cannot be had."
-    if os.environ.get('PAHCL_SSM_KERNEL', '1').lower() in ('0', 'false', 'no', 'off') or os.name == 'nt': return None
-    cxx = _cxx()
-    if not cxx: return None
-    try: version = subprocess.run([cxx, '--version'], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError): return None
-    errors = []
-    for extra in _FLAG_TRIES:
-        flags = _FLAGS + extra
-        key = hashlib.sha256('\n'.join([_KERNEL_SRC, ' '.join(flags), version, _cpu_id()]).encode()).hexdigest()[:16]
-        so = _cache_dir()/f'selective_scan_{key}.so'
-        if not so.exists():
-            t0 = time.perf_counter()
-            try: err = _compile(cxx, flags, so)
-            except OSError as e: err = str(e)
-            if err: errors.append(err); continue
-            if verbose: print(f'built {so} in {time.perf_counter()-t0:.1f} s')
-        try: lib = ctypes.CDLL(str(so))
-        except OSError as e: errors.append(str(e)); continue
-        for name, types in _ARGTYPES.items():
-            for s in ('f32', 'f64'): f = getattr(lib, f'{name}_{s}'); f.argtypes, f.restype = types, None
-        lib.pahcl_openmp.restype = lib.pahcl_vector_width.restype = ctypes.c_int
-        lib.vector_width = int(lib.pahcl_vector_width())
-        lib.openmp = bool(lib.pahcl_openmp())
-        return lib
-    warnings.warn(f'pahcl.ssm: could not build the C++ selective-scan kernel with {cxx}; using the slower PyTorch '
-                  f'scan (set PAHCL_SSM_KERNEL=0 to silence this). Compiler said:\n{errors[-1]}')
-    return None
-
 # %% ../nbs/07_ssm.ipynb #7084126b
-_pools, _forked = {}, [False]
-# GNU OpenMP's pool does not survive a fork (a forked child that enters a parallel region waits forever for
-# the parent's threads), so a forked process — a DataLoader worker — takes the Python thread pool instead.
-if hasattr(os, 'register_at_fork'): os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
-
-def _call(name:str, dtype, args:list, n_items:int):
-    """Run kernel entry `name` (float32 or float64 by `dtype`) over `n_items` work items on `torch.get_num_threads()`
-    threads: PyTorch's OpenMP pool when the kernel was built with OpenMP (and this is not a forked child), else a
-    Python thread pool."""
-    lib = load_scan_kernel()
-    fn = getattr(lib, f"{name}_{'f32' if dtype == torch.float32 else 'f64'}")
-    args = [_P(a.data_ptr()) if isinstance(a, torch.Tensor) else _P(0) if a is None else
-            _F(a) if isinstance(a, float) else _I(int(a)) for a in args]
-    nt = max(1, min(torch.get_num_threads(), n_items))
-    if nt == 1 or (lib.openmp and not _forked[0]): return fn(*args, _I(nt), _I(0), _I(n_items))
-    cuts = [n_items * i // nt for i in range(nt + 1)]
-    key = (os.getpid(), nt)                                      # threads do not survive a fork
-    if key not in _pools: _pools[key] = ThreadPoolExecutor(nt, thread_name_prefix='pahcl-scan')
-    for f in [_pools[key].submit(fn, *args, _I(1), _I(cuts[i]), _I(cuts[i + 1])) for i in range(nt)]: f.result()
-
-def _slices(batch:int, d:int, width:int|None=None) -> int:
-    "Channel slices per batch row: enough work items for every thread (4 each), no slice narrower than a vector."
-    width = width or load_scan_kernel().vector_width
-    return max(1, min(-(-d // width), -(-4 * torch.get_num_threads() // batch)))
-
-def _scan_fwd(u, delta, xdbl, r:int, Wt, At, D, z, delta_bias, softplus:bool, alpha:float, reverse:bool, chunk:int, S:int,
-              y=None, acc:bool=False, ldz:int|None=None):
-    """The kernel's forward scan on channels-last u (batch, L, d): `xdbl` (batch, L, r + 2 n) holds xΔ, B and C side by
-    side; with `Wt` = W_Δᵀ (r, d) the kernel forms Δ = xΔ W_Δᵀ, else `delta` (batch, L, d) is Δ. z's rows are `ldz`
-    apart (d by default); with `acc` the output is added into `y`. Returns (y, chunk-start states)."""
-    b, L, d = u.shape; n = At.shape[0]
-    y = torch.empty_like(u) if y is None else y
-    hc = u.new_empty(b, -(-L // chunk), n, d)
-    _call('ssm_fwd', u.dtype, [u, delta, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r] if Wt is not None else None,
-                               Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, delta_bias, softplus, y, hc, float(alpha), reverse,
-                               acc, ldz or d, b, d, L, n, chunk, S], b * S)
-    return y, hc
-
-def _scan_bwd(u, delta, xdbl, r:int, Wt, At, D, z, delta_bias, softplus:bool, hc, dy, alpha:float, reverse:bool, chunk:int,
-              S:int, dz=None, acc:bool=False, ldz:int|None=None):
-    """The gradients of `_scan_fwd`'s inputs: (du, dxdbl (batch, L, r + 2 n) — its first r columns Δ's gradient without
-    `Wt`, xΔ's with it —, dW_Δ (d, r) or None, dA (d, n), dD (d,), dz, dbias (d,)). dz is written into `dz` when given
-    (rows `ldz` apart; added to it with `acc`), else into a new tensor when there is a z."""
-    b, L, d = u.shape; n = At.shape[0]
-    du = torch.empty_like(u)
-    if z is not None and dz is None: dz = torch.empty_like(u)
-    ddelta = torch.empty_like(u) if Wt is None else None
-    dA, dD, dbias = u.new_empty(b, n, d), u.new_empty(b, d), u.new_empty(b, d)
-    dB, dC = u.new_empty(b, S, L, n), u.new_empty(b, S, L, n)
-    dL, dWp = (u.new_empty(b, S, L, r), u.new_empty(b, r, d)) if Wt is not None else (None, None)
-    _call('ssm_bwd', u.dtype, [u, delta, At, xdbl[..., r:r + n], xdbl[..., r + n:], xdbl[..., :r] if Wt is not None else None,
-                               Wt, r, xdbl.stride(1), xdbl.stride(0), D, z, delta_bias, softplus, hc, dy, alpha, reverse, acc,
-                               ldz or d, du, ddelta, dA, dD, dz, dB, dC, dbias, dL, dWp, b, d, L, n, chunk, S], b * S)
-    red = lambda x: x.sum(1) if S > 1 else x[:, 0]                                # partial sums of the channel slices
-    dxdbl = torch.cat([ddelta if Wt is None else red(dL), red(dB), red(dC)], -1)
-    dW = dWp.sum(0).t() if Wt is not None else None                               # (d, r), as dt_proj.weight
-    return du, dxdbl, dW, dA.sum(0).t(), dD.sum(0), dz, dbias.sum(0)
-
 class _ScanGate(torch.autograd.Function):
     """y = alpha · (scan(u, Δ, A, B, C) + D u) · silu(z) with Δ = softplus(delta + delta_bias), channels-last: u, z
     (batch, L, d_inner); `xdbl` (batch, L, r + 2 d_state) holds, side by side, the low-rank step `xΔ` (r columns), B and
@@ -248,12 +109,12 @@ class _ScanGate(torch.autograd.Function):
         u = u.contiguous()
         if xdbl.stride(-1) != 1: xdbl = xdbl.contiguous()
         z = z.contiguous() if z is not None else None
-        b, L, d = u.shape; n = A.shape[1]; S = _slices(b, d)
+        b, L, d = u.shape; n = A.shape[1]; S = channel_slices(b, d)
         r = xdbl.shape[-1] - 2 * n
         # with W_Δ the kernel forms Δ itself from the r low-rank columns (no (b, L, d) Δ tensor, no K = r matmul)
         delta, Wt = (xdbl[..., :r].contiguous(), None) if dt_weight is None else (None, dt_weight.t().contiguous())  # Wt: (r, d)
         At = A.t().contiguous()                                                    # (d_state, d_inner)
-        y, hc = _scan_fwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, delta_softplus, alpha, reverse, chunk, S)
+        y, hc = scan_fwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, delta_softplus, alpha, reverse, chunk, S)
         ctx.save_for_backward(u, delta, xdbl, Wt, At, D, z, delta_bias, hc)
         ctx.args = (float(alpha), reverse, chunk, S, delta_softplus)
         return y
@@ -263,8 +124,8 @@ class _ScanGate(torch.autograd.Function):
         u, delta, xdbl, Wt, At, D, z, delta_bias, hc = ctx.saved_tensors
         alpha, reverse, chunk, S, softplus = ctx.args
         r = xdbl.shape[-1] - 2 * At.shape[0]
-        du, dxdbl, dW, dA, dD, dz, dbias = _scan_bwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, softplus, hc, dy.contiguous(),
-                                                     alpha, reverse, chunk, S)
+        du, dxdbl, dW, dA, dD, dz, dbias = scan_bwd(u, delta, xdbl, r, Wt, At, D, z, delta_bias, softplus, hc, dy.contiguous(),
+                                                    alpha, reverse, chunk, S)
         return (du, dxdbl, dW, dA, dD if D is not None else None, dz, dbias if delta_bias is not None else None,
                 None, None, None, None)
 
@@ -273,10 +134,10 @@ class _ConvSilu(torch.autograd.Function):
     `nn.Conv1d(d, d, k, groups=d)`; `reverse` makes it anti-causal (the conv of the reversed sequence)."""
     @staticmethod
     def forward(ctx, x, weight, bias, reverse:bool):
-        x = x.contiguous(); b, L, d = x.shape; k = weight.shape[-1]; S = _slices(b, d)
+        x = x.contiguous(); b, L, d = x.shape; k = weight.shape[-1]; S = channel_slices(b, d)
         w = weight.reshape(d, k).t().contiguous()                                  # (k, d)
         out = torch.empty_like(x)
-        _call('conv_fwd', x.dtype, [x, w, bias, out, reverse, d, b, d, L, k, S], b * S)
+        run_kernel(ConvFwd(x=x, w=w, bias=bias, out=out, reverse=reverse, ldx=d, Bs=b, D=d, L=L, Kc=k, S=S), b * S)
         ctx.save_for_backward(x, w, bias); ctx.args = (reverse, S, weight.shape)
         return out
 
@@ -285,7 +146,8 @@ class _ConvSilu(torch.autograd.Function):
         x, w, bias = ctx.saved_tensors; reverse, S, wshape = ctx.args
         b, L, d = x.shape; k = w.shape[0]
         dx, dw, db = torch.empty_like(x), x.new_empty(b, k, d), x.new_empty(b, d)
-        _call('conv_bwd', x.dtype, [x, w, bias, dout.contiguous(), reverse, False, d, dx, dw, db, b, d, L, k, S], b * S)
+        run_kernel(ConvBwd(x=x, w=w, bias=bias, dout=dout.contiguous(), reverse=reverse, acc=False, ldx=d, dx=dx, dwp=dw,
+                           dbp=db, Bs=b, D=d, L=L, Kc=k, S=S), b * S)
         return dx, dw.sum(0).t().reshape(wshape), db.sum(0), None
 
 # %% ../nbs/07_ssm.ipynb #e4de9228
@@ -357,7 +219,7 @@ class _RMSNormFn(torch.autograd.Function):
         if _rms_kernel(x, weight):
             x = x.contiguous(); D = x.shape[-1]; R = x.numel() // D; K = _row_blocks(R)
             y, rstd = torch.empty_like(x), x.new_empty(x.shape[:-1] + (1,))
-            _call('rms_fwd', x.dtype, [x, weight, float(eps), y, rstd, D, R, K], K)
+            run_kernel(RmsFwd(x=x, w=weight, eps=eps, y=y, rstd=rstd, D=D, R=R, K=K), K)
             ctx.save_for_backward(x, rstd, weight); ctx.kernel = True
             return y
         rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
@@ -371,7 +233,7 @@ class _RMSNormFn(torch.autograd.Function):
             x, rstd, weight = ctx.saved_tensors
             D = x.shape[-1]; R = x.numel() // D; K = _row_blocks(R)
             gx, gwp = torch.empty_like(x), x.new_empty(K, D)
-            _call('rms_bwd', x.dtype, [x, weight, rstd, gy.contiguous(), gx, gwp, D, R, K], K)
+            run_kernel(RmsBwd(x=x, w=weight, rstd=rstd, gy=gy.contiguous(), gx=gx, gwp=gwp, D=D, R=R, K=K), K)
             return gx, gwp.sum(0) if ctx.needs_input_grad[1] else None, None
         xhat, rstd, weight = ctx.saved_tensors
         g = gy * weight
@@ -408,17 +270,17 @@ class _MixerScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xz, alpha:float, chunk:int, *params):
         xz = xz.contiguous()
-        b, L, d2 = xz.shape; d = d2 // 2; S = _slices(b, d); ndir = len(params) // 7
+        b, L, d2 = xz.shape; d = d2 // 2; S = channel_slices(b, d); ndir = len(params) // 7
         x, z = xz[..., :d], xz[..., d:]                                                   # views, rows 2 d apart
         y, saved = xz.new_empty(b, L, d), []
         for k in range(ndir):
             cw, cb, xw, dtw, dtb, A, D = params[7 * k:7 * k + 7]
             kc, n, rev = cw.shape[-1], A.shape[1], k == 1
             w, xc = cw.reshape(d, kc).t().contiguous(), torch.empty_like(y)                 # w: (k, d)
-            _call('conv_fwd', xz.dtype, [x, w, cb, xc, rev, d2, b, d, L, kc, S], b * S)
+            run_kernel(ConvFwd(x=x, w=w, bias=cb, out=xc, reverse=rev, ldx=d2, Bs=b, D=d, L=L, Kc=kc, S=S), b * S)
             xdbl = (xc.view(-1, d) @ xw.t()).view(b, L, -1)                                # (batch, L, r + 2 n)
-            _, hc = _scan_fwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(), A.t().contiguous(), D, z, dtb,
-                              True, alpha, rev, chunk, S, y=y, acc=k > 0, ldz=d2)
+            _, hc = scan_fwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(), A.t().contiguous(), D, z, dtb,
+                             True, alpha, rev, chunk, S, y=y, acc=k > 0, ldz=d2)
             saved += [w, xc, xdbl, hc]
         ctx.save_for_backward(xz, *params, *saved)
         ctx.args = (float(alpha), chunk, S, ndir)
@@ -436,13 +298,14 @@ class _MixerScan(torch.autograd.Function):
             cw, cb, xw, dtw, dtb, A, D = rest[7 * k:7 * k + 7]
             w, xc, xdbl, hc = rest[7 * ndir + 4 * k:7 * ndir + 4 * k + 4]
             kc, n, rev = w.shape[0], A.shape[1], k == 1
-            du, dxdbl, dW, dA, dD, _, dbias = _scan_bwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(),
-                                                        A.t().contiguous(), D, z, dtb, True, hc, dy, alpha, rev, chunk, S,
-                                                        dz=dz, acc=k > 0, ldz=d2)
+            du, dxdbl, dW, dA, dD, _, dbias = scan_bwd(xc, None, xdbl, xdbl.shape[-1] - 2 * n, dtw.t().contiguous(),
+                                                       A.t().contiguous(), D, z, dtb, True, hc, dy, alpha, rev, chunk, S,
+                                                       dz=dz, acc=k > 0, ldz=d2)
             dxdbl = dxdbl.view(-1, xdbl.shape[-1])
             du.view(-1, d).addmm_(dxdbl, xw)                                                  # + x_proj's share of dL/dxc
             dw, dcb = xz.new_empty(b, kc, d), xz.new_empty(b, d)
-            _call('conv_bwd', xz.dtype, [x, w, cb, du, rev, k > 0, d2, dx, dw, dcb, b, d, L, kc, S], b * S)
+            run_kernel(ConvBwd(x=x, w=w, bias=cb, dout=du, reverse=rev, acc=k > 0, ldx=d2, dx=dx, dwp=dw, dbp=dcb,
+                               Bs=b, D=d, L=L, Kc=kc, S=S), b * S)
             grads += [dw.sum(0).t().reshape(cw.shape), dcb.sum(0), dxdbl.t() @ xc.view(-1, d), dW, dbias, dA, dD]
         return (dxz, None, None, *grads)
 

@@ -3,11 +3,11 @@
     python tools/scan_harness.py                    # 16 batch rows of the guide's shape: one thread's share of a call
     python tools/scan_harness.py --rounds 5 --rows 16 --tokens 250 --channels 512 --states 16 --rank 16
 
-It writes the kernel source of the installed `pahcl` (`pahcl/csrc/selective_scan.cpp`, chapter 7) next to a small C++ `main` that calls
+It writes the kernel source of the installed `pahcl` (`pahcl/csrc/selective_scan.cpp`, chapter 6a) next to a small C++ `main` that calls
 `scan_fwd` and `scan_bwd` as the Mamba block does (Δ formed in the kernel from the low-rank step, softplus, D, the z gate
-read from rows twice as wide as u), builds it with the kernel's own flags and prints the best forward and backward
+read from rows twice as wide as u), builds it with the kernel's own compiler and flags (`pahcl.kernel`) and prints the best forward and backward
 times of `--rounds` rounds of 7 runs. No Python, PyTorch or thread pool is timed, so two versions of the kernel can be
-compared to a few per cent: run this at one commit, then at another (`git checkout REV -- pahcl/ssm.py`), alternately.
+compared to a few per cent: run this at one commit, then at another (`git checkout REV -- pahcl/csrc/selective_scan.cpp`), alternately.
 The last line is JSON.
 """
 import argparse, json, subprocess, sys, tempfile
@@ -53,18 +53,19 @@ def main(argv=None):
     ap.add_argument('--states', type=int, default=16); ap.add_argument('--rank', type=int, default=16)
     ap.add_argument('--rounds', type=int, default=5)
     a = ap.parse_args(argv)
-    from pahcl import ssm
-    cxx = ssm._cxx()                                          # the compiler the kernel itself is built with
+    from pahcl.kernel import CXX_FLAGS, find_compiler, kernel_source
+    from pahcl.ssm import SCAN_CHUNK
+    cxx = find_compiler()                                     # the compiler the kernel itself is built with
     if not cxx: sys.exit('scan_harness: no C++ compiler found (set CXX)')
-    flags = [f for f in ssm._FLAGS if f not in ('-shared', '-fPIC')] + ['-march=native']
+    flags = [f for f in CXX_FLAGS if f not in ('-shared', '-fPIC')] + ['-march=native']
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp)/'kernel.cpp').write_text(ssm._KERNEL_SRC); (Path(tmp)/'main.cpp').write_text(MAIN)
+        (Path(tmp)/'kernel.cpp').write_text(kernel_source()); (Path(tmp)/'main.cpp').write_text(MAIN)
         exe = Path(tmp)/'harness'
         r = subprocess.run([cxx, *flags, str(Path(tmp)/'main.cpp'), '-o', str(exe)], capture_output=True, text=True)
         if r.returncode: sys.exit(f'scan_harness: {cxx} failed:\n{r.stderr[-2000:]}')
-        out = subprocess.run([str(exe), *map(str, [a.rows, a.tokens, a.channels, a.states, a.rank, ssm.SCAN_CHUNK, a.rounds])],
+        out = subprocess.run([str(exe), *map(str, [a.rows, a.tokens, a.channels, a.states, a.rank, SCAN_CHUNK, a.rounds])],
                              capture_output=True, text=True, check=True).stdout.split()
-    res = dict(rows=a.rows, tokens=a.tokens, channels=a.channels, states=a.states, rank=a.rank, chunk=ssm.SCAN_CHUNK,
+    res = dict(rows=a.rows, tokens=a.tokens, channels=a.channels, states=a.states, rank=a.rank, chunk=SCAN_CHUNK,
                forward_ms=float(out[0]), backward_ms=float(out[1]), checksum=float(out[2]))
     print(f"scan kernel, one thread, {a.rows} × {a.tokens} tokens × {a.channels} channels × {a.states} states: "
           f"forward {res['forward_ms']:.2f} ms, backward {res['backward_ms']:.2f} ms")
