@@ -245,7 +245,7 @@ def cmd_demo(args) -> int:
 def cmd_bench(args) -> int:
     "Run a benchmark: `segmentation` scores the segmenter against CirCor's .tsv annotations; `encoder` times training; `probe` compares linear probes of a pretrained and a random encoder; `quality` is the real-data benchmark of issue 9; `demo` scores every fine-tuning mode on the demo data against chance."
     if args.what == 'encoder':
-        from pahcl.bench import bench_encoder
+        from pahcl.speed import bench_encoder
         from pahcl.models import MODEL_PRESETS
         model_cfg = dict(load_config('finetune')['model'], **(MODEL_PRESETS[args.preset] if args.preset else {}))
         res = bench_encoder(model_cfg, batch=args.batch, steps=args.steps, device=args.device,
@@ -260,7 +260,7 @@ def cmd_bench(args) -> int:
             for t, r in res.items(): print(f"{t:<16} linear probe balanced accuracy (val): pretrained {r['pretrained']:.3f}, random init {r['random']:.3f}")
         print(json.dumps(dict(tasks=res, checkpoint=str(args.checkpoint), seed=seed)))
     if args.what == 'quality':
-        from pahcl.bench import bench_quality, format_quality
+        from pahcl.studies import bench_quality, format_quality
         if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
         res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
                             preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
@@ -269,7 +269,7 @@ def cmd_bench(args) -> int:
             for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")
         print(json.dumps(res, default=float))
     if args.what == 'demo':
-        from pahcl.bench import bench_demo, format_demo
+        from pahcl.studies import bench_demo, format_demo
         res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
                          preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
                          linear_min_steps=args.linear_min_steps,
