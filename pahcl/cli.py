@@ -445,7 +445,7 @@ def _bench_encoder_flags(p):
 @command('bench encoder', 'time and size a training step of the encoder', _bench_encoder_flags)
 def cmd_bench_encoder(args) -> int:
     "Time a training step of the encoder (our scan, PyTorch's, mambapy's), its peak memory and FLOPs."
-    from pahcl.bench import bench_encoder
+    from pahcl.speed import bench_encoder
     from pahcl.models import MODEL_PRESETS
     model_cfg = dict(load_config('finetune')['model'], **(MODEL_PRESETS[args.preset] if args.preset else {}))
     res = bench_encoder(model_cfg, batch=args.batch, steps=args.steps, device=args.device,
@@ -486,7 +486,7 @@ def _bench_quality_flags(p):
 @command('bench quality', 'the real-data benchmark: PA-HCL against baselines in a time budget', _bench_quality_flags)
 def cmd_bench_quality(args) -> int:
     "The real-data benchmark: PA-HCL pretraining against its baselines on each task, within a time budget, with intervals."
-    from pahcl.bench import bench_quality, format_quality
+    from pahcl.studies import bench_quality, format_quality
     if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
     res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
                         preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
@@ -510,7 +510,7 @@ def _bench_demo_flags(p):
 @command('bench demo', 'every fine-tuning mode on the demo data against chance', _bench_demo_flags)
 def cmd_bench_demo(args) -> int:
     "Score every fine-tuning mode (and the baselines) on new demo subjects against chance, with bootstrap intervals."
-    from pahcl.bench import bench_demo, format_demo
+    from pahcl.studies import bench_demo, format_demo
     res = bench_demo(out=args.out or 'bench_demo', data_root=args.data_root, test_root=args.test_root, seed=0 if args.seed is None else args.seed,
                      preset=args.preset or 'tiny', shot_ratio=args.shot_ratio, tasks=args.tasks, min_steps=args.min_steps,
                      linear_min_steps=args.linear_min_steps, pretrain_epochs=args.pretrain_epochs, verbose=not args.json)

@@ -13,10 +13,11 @@ from .config import list_tasks
 from .files import write_atomic
 
 # %% auto #0
-__all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'DECISION_METRICS', 'classification_metrics',
-           'aggregate', 'murmur_weighted_accuracy', 'expert_cost', 'outcome_cost', 'challenge_2016',
-           'predictions_frame', 'evaluate_predictions', 'higher_is_better', 'primary_value', 'prefixed', 'shift_probs',
-           'shifted_frame', 'tune_offsets', 'plot_confusion', 'save_confusion']
+__all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'DECISION_METRICS', 'ovr_score',
+           'classification_metrics', 'aggregate', 'murmur_weighted_accuracy', 'expert_cost', 'outcome_cost',
+           'challenge_2016', 'label_names', 'predictions_frame', 'evaluate_predictions', 'higher_is_better',
+           'primary_value', 'prefixed', 'shift_probs', 'shifted_frame', 'tune_offsets', 'plot_confusion',
+           'save_confusion']
 
 # %% ../nbs/10_metrics.ipynb #b593d419
 def _f(x) -> float:
@@ -42,7 +43,7 @@ def _check_probs(y_true, prob, num_classes=None) -> tuple:
     if bad: raise ValueError(f"y_true has label id(s) {bad} outside 0..{C-1} (num_classes={C})")
     return y.astype(int), p, C
 
-def _ovr_scores(y, p, score) -> float:
+def ovr_score(y, p, score) -> float:
     "Binary: `score` of class 1 on `p[:,1]`; multiclass: macro one-vs-rest over classes present in `y`. NaN if < 2 present."
     present = np.unique(y)
     if len(present) < 2: return float('nan')
@@ -72,8 +73,8 @@ def classification_metrics(y_true, prob, num_classes:int=None, class_names=None)
             f1_macro=_f(skm.f1_score(y, pred, labels=seen, average='macro', zero_division=0)),
             f1_weighted=_f(skm.f1_score(y, pred, labels=seen, average='weighted', zero_division=0)),
             precision=_f(prec), recall=_f(rec), sensitivity=_f(rec), specificity=_f(spec.mean()),
-            auroc=_ovr_scores(y, p, skm.roc_auc_score),
-            auprc=_ovr_scores(y, p, skm.average_precision_score),
+            auroc=ovr_score(y, p, skm.roc_auc_score),
+            auprc=ovr_score(y, p, skm.average_precision_score),
             mcc=_f(skm.matthews_corrcoef(y, pred)),
             kappa=_f(skm.cohen_kappa_score(y, pred, labels=list(range(C)))),
             n=int(len(y)))
@@ -173,7 +174,7 @@ def challenge_2016(y_true, y_pred, positive='abnormal') -> dict:
     return dict(macc=_f((se + sp) / 2), se=_f(se), sp=_f(sp))
 
 # %% ../nbs/10_metrics.ipynb #43a413d1
-def _ordered_names(label_map:dict) -> list:
+def label_names(label_map:dict) -> list:
     "Class names in label-id order; the ids must be 0..C-1."
     ids = sorted(label_map.values())
     if ids != list(range(len(ids))): raise ValueError(f"label_map ids must be 0..{len(ids)-1}, got {label_map}")
@@ -181,7 +182,7 @@ def _ordered_names(label_map:dict) -> list:
 
 def predictions_frame(meta:pd.DataFrame, prob:np.ndarray, label_map:dict) -> pd.DataFrame:
     "`meta` (subject, recording, cycle, label, label_id, …) with `prob_<label>` columns, `pred` and `pred_label` added."
-    names = _ordered_names(label_map)
+    names = label_names(label_map)
     missing = [c for c in ('subject', 'recording', 'cycle', 'label', 'label_id') if c not in meta.columns]
     if missing: raise ValueError(f"meta lacks column(s) {missing}; pass the rows of the task CSV")
     p = np.asarray(prob, dtype=float)
@@ -208,7 +209,7 @@ def evaluate_predictions(pred_df:pd.DataFrame, task:str, label_map:dict) -> dict
     if task not in list_tasks():
         hint = difflib.get_close_matches(task, list_tasks(), n=1)
         raise ValueError(f"unknown task {task!r}" + (f" (did you mean {hint[0]!r}?)" if hint else '') + f"; known tasks: {', '.join(list_tasks())}")
-    names = _ordered_names(label_map); C = len(names)
+    names = label_names(label_map); C = len(names)
     cols = [f'prob_{n}' for n in names]
     missing = [c for c in ['subject', 'recording', 'label_id'] + cols if c not in pred_df.columns]
     if missing: raise ValueError(f"prediction frame lacks column(s) {missing} for classes {names}; build it with predictions_frame")
@@ -278,7 +279,7 @@ def shift_probs(prob, offsets) -> np.ndarray:
 
 def shifted_frame(pred_df:pd.DataFrame, label_map:dict, offsets) -> pd.DataFrame:
     "A prediction frame with its `prob_<label>` columns (and `pred`, `pred_label`) moved by the log-offsets `offsets`."
-    names = _ordered_names(label_map); cols = [f'prob_{n}' for n in names]
+    names = label_names(label_map); cols = [f'prob_{n}' for n in names]
     df = pred_df.copy(); df[cols] = P = shift_probs(df[cols].to_numpy(float), offsets)
     df['pred'] = P.argmax(1) if len(P) else np.zeros(0, int)
     if 'pred_label' in df.columns: df['pred_label'] = [names[i] for i in df['pred']]

@@ -17,7 +17,7 @@ from .preprocess import recording_dir, remove_stale_temporaries
 # %% auto #0
 __all__ = ['DATASET_TASKS', 'SPLITS', 'LABEL_RULES', 'CSV_COLUMNS', 'SEGMENT_COLUMNS', 'LABEL_FILES', 'PrepareError',
            'PrepareWarning', 'LeakageError', 'recording_label', 'split_subjects', 'class_weights', 'write_task_csv',
-           'read_task_csv', 'check_leakage', 'read_segments', 'task_table', 'prepare_task', 'prepare',
+           'read_task_csv', 'check_leakage', 'place_file', 'read_segments', 'task_table', 'prepare_task', 'prepare',
            'plot_class_balance']
 
 # %% ../nbs/05_tasks.ipynb #b0834997
@@ -146,7 +146,7 @@ def _warn(msg): warnings.warn(msg, PrepareWarning, stacklevel=3)
 
 def _has_cycles(d:Path) -> bool: return d.is_dir() and next(d.glob('subject_*/rec_*/segments.csv'), None) is not None
 
-def _place(src:Path, dst:Path, copy:bool) -> str:
+def place_file(src:Path, dst:Path, copy:bool) -> str:
     "Hard-link (or copy) `src` to `dst`; the way it was done."
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not copy:
@@ -230,7 +230,7 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
     final, tmp = out/task, out/f'.{task}.tmp{os.getpid()}'
     if tmp.exists(): shutil.rmtree(tmp)
     try:
-        modes = Counter(_place(Path(s), tmp/p, copy) for s, p in zip(df.src, df.path))
+        modes = Counter(place_file(Path(s), tmp/p, copy) for s, p in zip(df.src, df.path))
         cols = CSV_COLUMNS + [c for c in df.columns if c not in CSV_COLUMNS + ['src', 'rel', 'split', 'path']]
         counts = {}
         for sp in SPLITS:

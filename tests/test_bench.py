@@ -3,7 +3,7 @@ the guide's encoder against the arithmetic done by hand."""
 import math
 import pytest
 import torch
-from pahcl.bench import bench_encoder, encoder_flops, matmul_flops, mambapy_layer
+from pahcl.speed import bench_encoder, encoder_flops, matmul_flops, mambapy_layer
 from pahcl.models import MODEL_PRESETS, build_encoder
 
 KEYS = ('cycles_per_s', 'mambapy_cycles_per_s', 'speedup_vs_mambapy', 'peak_memory_mb', 'mambapy_peak_memory_mb',
@@ -73,7 +73,7 @@ def test_mambapy_bidirectional_layer():
 def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     "Every method on two tasks, an external test set, the JSON line and the files; the budget is split by stage."
     import json
-    from pahcl.bench import QUALITY_METHODS
+    from pahcl.studies import QUALITY_METHODS
     from pahcl.demo_data import make_physionet2016
     ext = tmp_path/'ext'
     make_physionet2016(ext/'physionet2016', n_records={'training-e': (5, 5, (6, 7))}, seed=11)
@@ -159,7 +159,7 @@ def test_bench_quality_bad_input(pahcl, tmp_path):
 def test_bench_demo_end_to_end(pahcl, tiny_demo, tmp_path):
     "Every fine-tuning mode, scored on new subjects with bootstrap intervals; the JSON line, the files, the few-shot subset."
     import json
-    from pahcl.bench import DEMO_MODES
+    from pahcl.studies import DEMO_MODES
     from pahcl.demo_data import make_physionet2016
     ext = tmp_path/'ext'
     make_physionet2016(ext/'physionet2016', n_records={'training-e': (6, 6, (6, 7))}, seed=11)

@@ -13,13 +13,15 @@ on circor_outcome, to show the spread of the random baseline. Pretraining runs g
 import argparse, time
 from pathlib import Path
 import numpy as np, torch
-from pahcl.bench import _external_tables, demo_probes, probe_predictions, cached_embedder, unit_bootstrap
+from pahcl.probes import probe_predictions, cached_embedder
+from pahcl.stats import unit_bootstrap
+from pahcl.studies import external_tables, demo_probes
 from pahcl.config import load_config, list_tasks
 from pahcl.data import read_split, task_info_json
 from pahcl.models import apply_preset, build_encoder, load_encoder_only
 from pahcl.pretrain import pretrain
 
-OLD = ['augmentation.bandpass_jitter_hz=10']     # the default (every variant but no_bandpass keeps it); chapter 14's table predates its 2026-11-30 fix
+OLD = ['augmentation.bandpass_jitter_hz=10']     # the default (every variant but no_bandpass keeps it); the record's table predates its 2026-11-30 fix
 VARIANTS = {
     'base': OLD,
     'no_bandpass': ['augmentation.bandpass_jitter_hz=0'],
@@ -52,7 +54,7 @@ def main():
     ap.add_argument('--pretrain-seeds', type=int, nargs='+', default=[0], help='pretrain each variant once per seed')
     a = ap.parse_args()
     out, tasks = Path(a.out), list_tasks()
-    ext = _external_tables(out/'external_raw', out/'external_processed', tasks, None, [])
+    ext = external_tables(out/'external_raw', out/'external_processed', tasks, None, [])
     tasks = [t for t in tasks if t in ext]
     print('| variant | checkpoint | ' + ' | '.join(f'{t}: pretrained / random, difference [95 %]' for t in tasks) + ' |')
     print('|---|---|' + '---|' * len(tasks))

@@ -12,7 +12,9 @@ cycles (at most the bench's `max_cycles` per recording) and prints the test prim
 """
 import argparse, json
 from pathlib import Path
-from pahcl.bench import cached_embedder, quality_probe, quality_metrics, cap_cycles, primary_interval, _frame
+from pahcl.probes import cached_embedder, quality_probe, cycle_predictions
+from pahcl.stats import quality_metrics, primary_interval
+from pahcl.studies import cap_cycles
 from pahcl.data import read_split, task_info_json, few_shot
 from pahcl.metrics import evaluate_predictions
 from pahcl.models import load_encoder_only
@@ -32,14 +34,14 @@ def main():
     for task, m in res['tasks'].items():
         lmap = task_info_json(out/'tasks'/task)['label_map']
         sp = {s: read_split(out/'tasks'/task, s)[0] for s in ('train', 'val', 'test')}
-        score = lambda df, p: quality_metrics(evaluate_predictions(_frame(df, p, lmap), task, lmap), task)
+        score = lambda df, p: quality_metrics(evaluate_predictions(cycle_predictions(df, p, lmap), task, lmap), task)
         Zv, Zt = embed(sp['val']), embed(sp['test'])
         cells = []
         for s in seeds:
             few = cap_cycles(few_shot(sp['train'], a.ratio, seed=s), res['max_cycles'])
             probe, _, _ = quality_probe(embed(few), few.label_id.to_numpy(int), Zv, sp['val'], task, lmap, seed=s)
             pt = probe(Zt)
-            lo, hi = primary_interval(_frame(sp['test'], pt, lmap), task, lmap, seed=res['seed'])
+            lo, hi = primary_interval(cycle_predictions(sp['test'], pt, lmap), task, lmap, seed=res['seed'])
             cells.append(f"{score(sp['test'], pt)['primary']:.3f} [{lo:.2f}, {hi:.2f}] ({few.subject.nunique()} subjects)")
         f = lambda k: f"{m[k]['primary']:.3f}" if k in m else '–'
         print(f"| {task} ({m['linear']['primary_metric']}) | {f('linear')} | {f('finetune')} | {f('fewshot10')} | " + ' | '.join(cells) + ' |', flush=True)
