@@ -4,21 +4,21 @@
 
 # %% ../nbs/14_speed.ipynb #40cb0375
 from __future__ import annotations
-import math, platform, statistics, time
+import functools, math, platform, statistics, time
 from pathlib import Path
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
-# chapter 7's scan benchmark and its helpers (`_peak_rss_mb`, `_mambapy_scan`, `_scan_inputs`, `_mamba_ssm_fn` are its own)
-from .ssm import (_peak_rss_mb, bench_scan, resolve_scan_impl, selective_scan, _mambapy_scan,
-                       _scan_inputs, selective_scan_ref, _mamba_ssm_fn, reuse_freed_memory, load_scan_kernel)
+from .kernel import load_scan_kernel
+from .ssm import resolve_scan_impl, selective_scan, selective_scan_ref, scan_inputs, mamba_ssm_fn, reuse_freed_memory
 from .models import build_encoder, resolve_model_config, MODEL_PRESETS, CycleClassifier
 from .data import CycleDataset, ContrastiveCollate, RecordingPairs, make_loader, set_epoch
 
 # %% auto #0
-__all__ = ['matmul_flops', 'encoder_flops', 'mambapy_layer', 'adamw', 'bench_encoder', 'pretrain_rate', 'finetune_rate',
-           'embed_rate']
+__all__ = ['matmul_flops', 'encoder_flops', 'bench_scan', 'mambapy_layer', 'adamw', 'bench_encoder', 'pretrain_rate',
+           'finetune_rate', 'embed_rate']
 
 # %% ../nbs/14_speed.ipynb #978b1cb0
 def matmul_flops(n:int=2048, repeats:int=5, device='cpu') -> float:
@@ -47,6 +47,77 @@ def encoder_flops(model_cfg=None, n_samples:int=4000) -> dict:
     with torch.no_grad(), FlopCounterMode(display=False) as fc: enc(torch.zeros(1, 1, n_samples))
     counted, scan = int(fc.get_total_flops()), _scan_flops_per_token(cfg) * enc.n_frames(n_samples)
     return dict(counted=counted, scan=scan, forward=counted + scan, training=3 * (counted + scan))
+
+# %% ../nbs/14_speed.ipynb #4ef7a4dc
+def _mambapy_scan():
+    "mambapy's pscan-based selective scan, wrapped to our conventions; None when mambapy is not installed."
+    try: from mambapy.mamba import MambaBlock as _MB
+    except ImportError: return None
+    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
+        if delta_bias is not None: delta = delta + delta_bias[:, None]
+        if delta_softplus: delta = F.softplus(delta)
+        # the method does not use `self`; it takes (batch, L, d_inner) and (batch, L, d_state)
+        y = _MB.selective_scan(None, u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
+                               D if D is not None else torch.zeros_like(u[0, :, 0])).transpose(1, 2)
+        return y * F.silu(z) if z is not None else y
+    return scan
+
+def _bench_fn(name):
+    if name == 'mambapy': return _mambapy_scan()
+    if name == 'ref': return selective_scan_ref
+    return functools.partial(selective_scan, impl=name)
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set so far, in MB: `VmHWM` on Linux (which belongs to the running program
+    alone; `ru_maxrss` there also remembers the parent that forked it), `ru_maxrss` elsewhere."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
+    except OSError: pass
+    import resource, sys
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == 'darwin' else 1024)
+
+def _peak_growth(name, shape, q):
+    "Subprocess body: growth of the peak RSS (MB) over one forward + backward of implementation `name`."
+    xs = scan_inputs(*shape, dtype=torch.float32)
+    f = _bench_fn(name)
+    f(*(x.detach()[:1, :, :8] if x.dim() == 3 else x.detach() for x in xs))        # load code paths / the kernel
+    before = _peak_rss_mb()
+    f(*xs).sum().backward()
+    q.put(_peak_rss_mb() - before)
+
+def _measure_peak(name, shape) -> float:
+    import multiprocessing as mp
+    ctx = mp.get_context('spawn'); q = ctx.Queue()
+    p = ctx.Process(target=_peak_growth, args=(name, shape, q)); p.start()
+    try: return round(q.get(timeout=900), 1)
+    finally: p.join()
+
+def bench_scan(batch=32, d_inner=512, d_state=16, L=250, repeats=3, ref_batch=None, memory=True, verbose=True) -> dict:
+    """Forward and forward+backward time (ms, median) and peak memory growth (MB) per scan implementation,
+    side by side in one run. `ref` runs on `ref_batch` rows (default batch//8). Returns {impl: {...}}."""
+    ref_batch = ref_batch or max(1, batch // 8)
+    names = ['ref', 'torch'] + (['cpp'] if load_scan_kernel() is not None else []) + (['mambapy'] if _mambapy_scan() else [])
+    shapes = {n: (ref_batch if n == 'ref' else batch, d_inner, d_state, L) for n in names}
+    inputs = {n: scan_inputs(*shapes[n], dtype=torch.float32) for n in names}
+    times = {n: dict(fwd=[], fwd_bwd=[]) for n in names}
+    for r in range(repeats + 1):                                  # round 0 is the warm-up
+        for n in names:
+            f, xs = _bench_fn(n), inputs[n]
+            t0 = time.perf_counter()
+            with torch.no_grad(): f(*xs)
+            t1 = time.perf_counter(); f(*xs).sum().backward(); t2 = time.perf_counter()
+            for x in xs: x.grad = None
+            if r: times[n]['fwd'].append(1e3 * (t1 - t0)); times[n]['fwd_bwd'].append(1e3 * (t2 - t1))
+    med = lambda v: round(sorted(v)[len(v) // 2], 1)
+    out = {n: dict(shape=dict(zip(('batch', 'd_inner', 'd_state', 'L'), shapes[n])), fwd_ms=med(times[n]['fwd']),
+                   fwd_bwd_ms=med(times[n]['fwd_bwd']), peak_mb=_measure_peak(n, shapes[n]) if memory else None)
+           for n in names}
+    if verbose:
+        print(f"{'impl':8} {'batch':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MB':>8}")
+        for n, v in out.items():
+            print(f"{n:8} {v['shape']['batch']:>5} {v['fwd_ms']:>9.1f} {v['fwd_bwd_ms']:>11.1f} {v['peak_mb'] if v['peak_mb'] is not None else '-':>8}")
+    return out
 
 # %% ../nbs/14_speed.ipynb #83b8501d
 class _MambapyBidirectional(nn.Module):
@@ -147,9 +218,9 @@ def _peak_training_mb(cfg:dict, which:str, batch:int, n_samples:int, device='cpu
 # %% ../nbs/14_speed.ipynb #e2c1acd9
 def _cuda_scan_table(batch, d_inner, d_state, L, repeats=3) -> tuple[dict, dict]:
     "Per implementation on CUDA: forward/backward ms and peak MB; and max abs differences of outputs and gradients."
-    names = ['torch'] + (['mamba_ssm'] if _mamba_ssm_fn() is not None else []) + (['mambapy'] if _mambapy_scan() else [])
+    names = ['torch'] + (['mamba_ssm'] if mamba_ssm_fn() is not None else []) + (['mambapy'] if _mambapy_scan() else [])
     fn = lambda n: _mambapy_scan() if n == 'mambapy' else (lambda *a: selective_scan(*a, impl=n))
-    xs = [x.detach().cuda().requires_grad_() for x in _scan_inputs(batch, d_inner, d_state, L, dtype=torch.float32)]
+    xs = [x.detach().cuda().requires_grad_() for x in scan_inputs(batch, d_inner, d_state, L, dtype=torch.float32)]
     table, outs = {}, {}
     for n in names:
         f, fw, bw = fn(n), [], []
@@ -165,7 +236,7 @@ def _cuda_scan_table(batch, d_inner, d_state, L, repeats=3) -> tuple[dict, dict]
     agree = {n: dict(output=float((outs[n][0] - outs['torch'][0]).abs().max()),
                      grad=max(float((a - b).abs().max()) for a, b in zip(outs[n][1:], outs['torch'][1:])))
              for n in names if n != 'torch'}
-    small = [x.detach().cuda().double().requires_grad_() for x in _scan_inputs(2, 8, 4, 40)]
+    small = [x.detach().cuda().double().requires_grad_() for x in scan_inputs(2, 8, 4, 40)]
     y1, y2 = selective_scan(*small, impl='torch'), selective_scan_ref(*small)
     agree['torch_vs_ref'] = dict(output=float((y1 - y2).abs().max()))
     return table, agree

@@ -4,8 +4,7 @@
 
 # %% ../nbs/07_ssm.ipynb #de463f8d
 from __future__ import annotations
-import ctypes, functools, math, os, platform, time
-from pathlib import Path
+import ctypes, functools, math, os, platform
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,8 +12,8 @@ from .kernel import (ConvBwd, ConvFwd, RmsBwd, RmsFwd, channel_slices, load_scan
                           scan_fwd)
 
 # %% auto #0
-__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'resolve_scan_impl', 'selective_scan', 'RMSNorm', 'MambaBlock',
-           'reuse_freed_memory', 'bench_scan']
+__all__ = ['SCAN_IMPLS', 'SCAN_CHUNK', 'selective_scan_ref', 'scan_inputs', 'mamba_ssm_fn', 'resolve_scan_impl', 'selective_scan',
+           'RMSNorm', 'MambaBlock', 'reuse_freed_memory']
 
 # %% ../nbs/07_ssm.ipynb #5741e9d6
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
@@ -87,7 +86,7 @@ class _TorchScan(torch.autograd.Function):
         return du, ddt, dA, dB.transpose(1, 2), dC.transpose(1, 2), None
 
 # %% ../nbs/07_ssm.ipynb #14b786b3
-def _scan_inputs(batch=2, d_inner=5, d_state=3, L=11, dtype=torch.float64, seed=0, requires_grad=True):
+def scan_inputs(batch=2, d_inner=5, d_state=3, L=11, dtype=torch.float64, seed=0, requires_grad=True):
     "Random, seeded scan inputs (u, delta, A, B, C, D, z, delta_bias) of the given sizes, for tests and benchmarks."
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
@@ -155,7 +154,7 @@ SCAN_IMPLS = ('auto', 'ref', 'torch', 'cpp', 'mamba_ssm')
 SCAN_CHUNK = 16   # steps between stored states: memory / chunk, one extra forward scan in the backward pass
 
 @functools.lru_cache(maxsize=None)
-def _mamba_ssm_fn():
+def mamba_ssm_fn():
     "mamba-ssm's `selective_scan_fn`, or None: not installed, or (as on machines without CUDA) failing to import."
     try: from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception: return None
@@ -178,9 +177,9 @@ def resolve_scan_impl(impl:str='auto', device='cpu') -> str:
     if impl not in SCAN_IMPLS: raise ValueError(f"unknown scan implementation {impl!r}; choose one of {', '.join(SCAN_IMPLS)}")
     cuda = torch.device(device).type == 'cuda'
     if impl == 'auto':
-        if cuda and _mamba_ssm_fn() is not None: return 'mamba_ssm'
+        if cuda and mamba_ssm_fn() is not None: return 'mamba_ssm'
         return 'cpp' if not cuda and load_scan_kernel() is not None else 'torch'
-    if impl == 'mamba_ssm' and (not cuda or _mamba_ssm_fn() is None):
+    if impl == 'mamba_ssm' and (not cuda or mamba_ssm_fn() is None):
         raise ValueError("scan implementation 'mamba_ssm' needs CUDA tensors and an importable mamba_ssm "
                          "(pip install mamba-ssm on a CUDA machine); use impl='auto' to fall back")
     if impl == 'cpp' and (cuda or load_scan_kernel() is None):
@@ -195,7 +194,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     impl = resolve_scan_impl(impl, u.device)
     if impl == 'ref': return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if impl == 'mamba_ssm':
-        return _mamba_ssm_fn()(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+        return mamba_ssm_fn()(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
     if impl == 'cpp':                                   # channels-last kernel: Δ bias, softplus, D skip and gate inside
         dtype = u.dtype if u.dtype in (torch.float32, torch.float64) else torch.float32
         cl = lambda x: x.transpose(1, 2).to(dtype) if x is not None else None
@@ -393,74 +392,3 @@ def reuse_freed_memory(mmap_threshold:int=32 * 2**20, trim_threshold:int=2**30) 
     try: libc = ctypes.CDLL('libc.so.6')
     except OSError: return False
     return all(libc.mallopt(k, ctypes.c_int(int(v))) == 1 for k, v in ((_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold)))
-
-# %% ../nbs/07_ssm.ipynb #4ef7a4dc
-def _mambapy_scan():
-    "mambapy's pscan-based selective scan, wrapped to our conventions; None when mambapy is not installed."
-    try: from mambapy.mamba import MambaBlock as _MB
-    except ImportError: return None
-    def scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
-        if delta_bias is not None: delta = delta + delta_bias[:, None]
-        if delta_softplus: delta = F.softplus(delta)
-        # the method does not use `self`; it takes (batch, L, d_inner) and (batch, L, d_state)
-        y = _MB.selective_scan(None, u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
-                               D if D is not None else torch.zeros_like(u[0, :, 0])).transpose(1, 2)
-        return y * F.silu(z) if z is not None else y
-    return scan
-
-def _bench_fn(name):
-    if name == 'mambapy': return _mambapy_scan()
-    if name == 'ref': return selective_scan_ref
-    return functools.partial(selective_scan, impl=name)
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set so far, in MB: `VmHWM` on Linux (which belongs to the running program
-    alone; `ru_maxrss` there also remembers the parent that forked it), `ru_maxrss` elsewhere."""
-    try:
-        for line in Path('/proc/self/status').read_text().splitlines():
-            if line.startswith('VmHWM:'): return int(line.split()[1]) / 1024
-    except OSError: pass
-    import resource, sys
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == 'darwin' else 1024)
-
-def _peak_growth(name, shape, q):
-    "Subprocess body: growth of the peak RSS (MB) over one forward + backward of implementation `name`."
-    xs = _scan_inputs(*shape, dtype=torch.float32)
-    f = _bench_fn(name)
-    f(*(x.detach()[:1, :, :8] if x.dim() == 3 else x.detach() for x in xs))        # load code paths / the kernel
-    before = _peak_rss_mb()
-    f(*xs).sum().backward()
-    q.put(_peak_rss_mb() - before)
-
-def _measure_peak(name, shape) -> float:
-    import multiprocessing as mp
-    ctx = mp.get_context('spawn'); q = ctx.Queue()
-    p = ctx.Process(target=_peak_growth, args=(name, shape, q)); p.start()
-    try: return round(q.get(timeout=900), 1)
-    finally: p.join()
-
-def bench_scan(batch=32, d_inner=512, d_state=16, L=250, repeats=3, ref_batch=None, memory=True, verbose=True) -> dict:
-    """Forward and forward+backward time (ms, median) and peak memory growth (MB) per scan implementation,
-    side by side in one run. `ref` runs on `ref_batch` rows (default batch//8). Returns {impl: {...}}."""
-    ref_batch = ref_batch or max(1, batch // 8)
-    names = ['ref', 'torch'] + (['cpp'] if load_scan_kernel() is not None else []) + (['mambapy'] if _mambapy_scan() else [])
-    shapes = {n: (ref_batch if n == 'ref' else batch, d_inner, d_state, L) for n in names}
-    inputs = {n: _scan_inputs(*shapes[n], dtype=torch.float32) for n in names}
-    times = {n: dict(fwd=[], fwd_bwd=[]) for n in names}
-    for r in range(repeats + 1):                                  # round 0 is the warm-up
-        for n in names:
-            f, xs = _bench_fn(n), inputs[n]
-            t0 = time.perf_counter()
-            with torch.no_grad(): f(*xs)
-            t1 = time.perf_counter(); f(*xs).sum().backward(); t2 = time.perf_counter()
-            for x in xs: x.grad = None
-            if r: times[n]['fwd'].append(1e3 * (t1 - t0)); times[n]['fwd_bwd'].append(1e3 * (t2 - t1))
-    med = lambda v: round(sorted(v)[len(v) // 2], 1)
-    out = {n: dict(shape=dict(zip(('batch', 'd_inner', 'd_state', 'L'), shapes[n])), fwd_ms=med(times[n]['fwd']),
-                   fwd_bwd_ms=med(times[n]['fwd_bwd']), peak_mb=_measure_peak(n, shapes[n]) if memory else None)
-           for n in names}
-    if verbose:
-        print(f"{'impl':8} {'batch':>5} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MB':>8}")
-        for n, v in out.items():
-            print(f"{n:8} {v['shape']['batch']:>5} {v['fwd_ms']:>9.1f} {v['fwd_bwd_ms']:>11.1f} {v['peak_mb'] if v['peak_mb'] is not None else '-':>8}")
-    return out

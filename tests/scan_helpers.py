@@ -1,16 +1,8 @@
-"""Seeded inputs for the selective scan and a comparison of two functions' outputs and input gradients, shared by the
+"""Seeded inputs for the selective scan (`pahcl.ssm.scan_inputs`) and a comparison of two functions' outputs and input gradients, shared by the
 scan's tests."""
 import math
 import torch
-
-def scan_inputs(batch=2, d_inner=5, d_state=3, L=11, dtype=torch.float64, seed=0, requires_grad=True):
-    "Random, seeded scan inputs (u, delta, A, B, C, D, z, delta_bias) of the given sizes."
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
-    xs = [r(batch, d_inner, L), r(batch, d_inner, L) * 0.5 - 1.0,
-          -torch.rand(d_inner, d_state, generator=g, dtype=dtype) * d_state - 0.5,
-          r(batch, d_state, L), r(batch, d_state, L), r(d_inner), r(batch, d_inner, L), r(d_inner) * 0.1]
-    return [x.requires_grad_(requires_grad) for x in xs]
+from pahcl.ssm import scan_inputs  # noqa: F401  (re-exported: seeded scan inputs, shared with the benchmarks)
 
 def max_grad_diff(f1, f2, xs, seed=0):
     "Largest absolute difference between the outputs, and between the input gradients, of `f1(*xs)` and `f2(*xs)`."
