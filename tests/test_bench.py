@@ -68,7 +68,7 @@ def test_mambapy_bidirectional_layer():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
 
 
-# --- pahcl bench quality (issue 9), end to end on tiny synthetic data -------------------------------------------------
+# --- pahcl bench quality, end to end on tiny synthetic data -------------------------------------------------
 
 def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     "Every method on two tasks, an external test set, the JSON line and the files; the budget is split by stage."

@@ -1,4 +1,4 @@
-"""Fuzzing the signal chain with hypothesis (issue 10): signals of any length (0 to 3 s), any amplitude
+"""Fuzzing the signal chain with hypothesis: signals of any length (0 to 3 s), any amplitude
 (1e-300 to 1e300), NaN, inf and DC offsets through resampling, filtering, envelopes, heart-rate estimation,
 segmentation and cycle cutting. The only exceptions allowed are the project's own (`SignalError`, of which
 `SegmentError` is a kind), each with a message; every example must finish within the deadline; and what

@@ -1,4 +1,4 @@
-"""Reliability of the data side (issue 10): a corpus of bad input through `pahcl datasets`, `preprocess`
+"""Reliability of the data side: a corpus of bad input through `pahcl datasets`, `preprocess`
 and `prepare` (and `read_split` / `CycleDataset` for cycle-level damage); `kill -9` of `preprocess` and
 `prepare` at seeded random moments, then a re-run that must give byte-identical outputs; and the same
 seed giving the same cycles and the same task CSVs.

@@ -1,4 +1,4 @@
-"""Untrusted files on the data side (issue 10): crafted zip and tar archives that try to write outside the
+"""Untrusted files on the data side: crafted zip and tar archives that try to write outside the
 target folder are refused before anything is written (absolute paths, `..`, links leaving the folder,
 members beneath a link, devices and pipes); a download is verified against its checksums before a single
 member is unpacked; and task CSV paths cannot lead out of the task folder (`..`, absolute, symbolic links)."""

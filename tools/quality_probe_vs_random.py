@@ -1,4 +1,4 @@
-"""Does the PA-HCL encoder of a quality run hold more than a random encoder of the same shape? (issue 7, on real recordings)
+"""Does the PA-HCL encoder of a quality run hold more than a random encoder of the same shape? (on real recordings)
 
 Usage (after `pahcl bench quality --out OUT`, which leaves the task views and the pretrained encoders in OUT):
 
