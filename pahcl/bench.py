@@ -522,6 +522,7 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
     from pahcl.datasets import find_datasets, read_dataset
     from pahcl.data import read_split, task_info_json, few_shot
     from pahcl.pretrain import pretrain, pretrain_splits, _embed
+    from pahcl.training import RunLimits
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
     from pahcl.models import apply_preset, load_encoder_only
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
@@ -611,8 +612,8 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
         epochs, steps = plan_steps(prate, share, max(1, len(ptrain) // bs), p_over, min_epochs=3, max_epochs=100)
         cfg = apply_preset(load_config('pretrain', sets=pbase + extra), preset)
         t1 = time.perf_counter()
-        ps = pretrain(cfg, processed, out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=downstream, max_steps_per_epoch=steps,
-                      time_budget_s=share, device='cpu', quiet=True, mid_epoch_stop=True, overwrite=True)
+        ps = pretrain(cfg, processed, out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=downstream, device='cpu', quiet=True, overwrite=True,
+                      limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share, mid_epoch_stop=True))
         ckpt[v] = ps['best_model']
         pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, criterion=ps['criterion'], best=ps['best'],
                         best_epoch=ps['best_epoch'], minutes=round((time.perf_counter() - t1) / 60, 2), share_minutes=round(share / 60, 2))
@@ -657,8 +658,8 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             t1 = time.perf_counter()
             fin = finetune(cfg, x, pretrained=None if method == 'scratch' else ckpt['pahcl'], from_scratch=method == 'scratch',
                            data_dir=views, output_dir=out/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
-                           device='cpu', preset=preset if method == 'scratch' else None, max_steps_per_epoch=steps,
-                           time_budget_s=share * 0.9, quiet=True, mid_epoch_stop=True, overwrite=True)
+                           device='cpu', preset=preset if method == 'scratch' else None, quiet=True, overwrite=True,
+                           limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share * 0.9, mid_epoch_stop=True))
             rd = run_dir(out/'runs', x, method)
             m = quality_metrics({k[5:]: v for k, v in fin.items() if k.startswith('test_')}, x)
             m['primary_ci'] = primary_interval(pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str}), x, lmap[x], seed=seed)
@@ -861,6 +862,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
     from pahcl.data import task_info_json
     from pahcl.pretrain import pretrain
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
+    from pahcl.training import RunLimits
     from pahcl.models import apply_preset
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     t0, out = time.perf_counter(), Path(out)
@@ -902,7 +904,7 @@ def bench_demo(out='bench_demo', data_root=None, test_root=None, scale:str='smal
             fin = finetune(cfg, pretrained=None if mode == 'scratch' else ps['best_model'], from_scratch=mode == 'scratch',
                            data_dir=downstream, output_dir=out/'runs', experiment_name=mode, linear_eval=mode == 'linear',
                            few_shot_ratio=shot_ratio if mode == 'fewshot' else None, preset=preset if mode == 'scratch' else None,
-                           min_steps=linear_min_steps if mode == 'linear' else min_steps, quiet=True, overwrite=True)
+                           limits=RunLimits(min_steps=linear_min_steps if mode == 'linear' else min_steps), quiet=True, overwrite=True)
             epochs, per_epoch = fin['num_epochs'], fin['steps_per_epoch']
             rd, r = run_dir(out/'runs', t, mode), {}
             for which in ('final', 'best'):
