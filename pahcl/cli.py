@@ -123,7 +123,8 @@ def user_errors() -> tuple:
         from pahcl.data import DataError
         from pahcl.models import CheckpointError
         from pahcl.finetune import FinetuneError
-        from pahcl.pretrain import PretrainError, DeviceError
+        from pahcl.pretrain import PretrainError
+        from pahcl.training import DeviceError
         errs += (DataError, CheckpointError, FinetuneError, PretrainError, DeviceError)
     except ImportError: pass
     return errs
@@ -250,10 +251,11 @@ def _pretrain_flags(p):
 def cmd_pretrain(args) -> int:
     "Pretrain the encoder with cycle- and sub-structure-level contrastive learning; writes --output-dir/best_model.pt."
     from pahcl.pretrain import pretrain
+    from pahcl.training import RunLimits
     cfg = config_from_args(args, 'pretrain')
     s = pretrain(cfg, processed_dir=args.processed_dir, output_dir=args.output_dir, resume=args.resume, overwrite=args.overwrite,
                  exclude_tasks_dir=args.exclude_tasks_dir, preset=args.preset, device=args.device,
-                 max_steps_per_epoch=args.max_steps_per_epoch, quiet=args.quiet, strict=args.strict)
+                 limits=RunLimits(max_steps_per_epoch=args.max_steps_per_epoch), quiet=args.quiet, strict=args.strict)
     if s.get('world_size', 1) == 1 or _rank() == 0:
         best = f"{s['best']:.4f}" if isinstance(s['best'], float) else s['best']
         print(f"pretrained {s['epochs']} epochs in {s['seconds']:.0f} s; best {s['criterion']} {best} -> {s['best_model']}")

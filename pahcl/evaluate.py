@@ -14,7 +14,7 @@ from .files import write_atomic
 from .data import read_split, task_info_json, check_cycles
 from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion
 from .finetune import load_finetuned, predict, FinetuneError
-from .pretrain import cuda_asked
+from .training import cuda_asked
 
 # %% auto #0
 __all__ = ['GUIDE_METRICS', 'CHALLENGE', 'NAMES', 'parse_label_map', 'class_mapping', 'map_probabilities', 'task_probabilities',

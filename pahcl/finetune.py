@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, json, math, time
 from pathlib import Path
+from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
@@ -16,9 +17,8 @@ from .files import write_atomic
 from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycles
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,
                      CheckpointError)
-from .ssm import reuse_freed_memory
-from .pretrain import (seed_everything, lr_scheduler, init_distributed, is_distributed, reduce_mean, setup_logger, run_folder,
-                            discard_run_folder, loader_workers, use_amp)
+from .training import (lr_scheduler, is_distributed, reduce_mean, loader_workers, use_amp, RunLimits, Run,
+                            optimizer_step)
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
@@ -151,180 +151,201 @@ def run_dir(output_dir, task:str, experiment:str) -> Path:
 
 def _scalars(d:dict) -> dict: return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
-def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scratch:bool=False, data_dir=None, output_dir='outputs',
-             experiment_name:str|None=None, linear_eval:bool=False, few_shot_ratio:float|None=None, resume:bool=False,
-             device:str='auto', preset:str|None=None, max_steps_per_epoch:int|None=None, time_budget_s:float|None=None,
-             quiet:bool=False, mid_epoch_stop:bool=False, strict:bool=False, min_steps:int|None=None, overwrite:bool=False) -> dict:
-    """Fine-tune (or linearly evaluate) on a downstream task; returns the final metrics dict (also in final_metrics.json).
-    `max_steps_per_epoch` shortens epochs; `time_budget_s` stops training at the end of the epoch in which that many
-    seconds are spent (with `mid_epoch_stop`, at the step, when one process trains), then validates and tests as usual.
-    A damaged cycle or task row is warned about and skipped; with `strict` it stops the run (`DataError`) before training.
-    `min_steps` raises `training.num_epochs` until the run takes at least that many optimizer steps (a few-shot split of
-    nine recordings is one step an epoch). A run folder holding an earlier run is refused unless `resume` or `overwrite`; a run
-    that fails before training leaves no folder behind."""
+def _finetune_task(cfg:dict|None, task:str|None, preset:str|None, few_shot_ratio, data_dir) -> tuple:
+    "(config, task, task folder, label map) of a run, checked before anything is written."
     cfg = copy.deepcopy(cfg) if cfg is not None else load_config('finetune', task)
     task = task or cfg['task']['name']
     if not task or task == 'default': raise FinetuneError('no task: pass --task (circor_murmur, circor_outcome, physionet2016, pascal) or set task.name')
     if preset: cfg = apply_preset(cfg, preset)
-    tr, ev = cfg['training'], cfg['evaluation']
-    if cfg['pretrain']['freeze_encoder']: linear_eval = True
     if few_shot_ratio is not None and not 0 < float(few_shot_ratio) <= 1:
         raise FinetuneError(f'--shot-ratio must be a fraction of the training subjects in (0, 1], got {few_shot_ratio}')
-    data_dir = Path(data_dir or cfg['data']['base_dir']); task_dir = data_dir/task
+    task_dir = Path(data_dir or cfg['data']['base_dir'])/task
     if not (task_dir/'task_config.json').exists():
         raise FinetuneError(f'{task_dir}: no prepared task here; run pahcl prepare (or fix --data-dir)')
     tinfo = task_info_json(task_dir)
     label_map = check_label_map(cfg['downstream']['label_map'], tinfo['label_map'], task_dir)
     check_sample_rate(cfg['data']['sample_rate'], tinfo)
-    names = sorted(label_map, key=label_map.get)
+    return cfg, task, task_dir, label_map
+
+def _finetune_data(cfg:dict, task_dir:Path, few_shot_ratio, strict:bool) -> tuple:
+    "(train, val, test, class weights): the task's splits, a damaged cycle or row warned about and skipped (with `strict`, an error)."
+    train_df, weights = read_split(task_dir, 'train', strict); val_df, _ = read_split(task_dir, 'val', strict); test_df, _ = read_split(task_dir, 'test', strict)
+    train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length']), strict) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
+    if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=int(cfg['seed']))
+    if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
+    return train_df, val_df, test_df, weights
+
+# %% ../nbs/11_finetune.ipynb #ed996ae2
+def _finetune_parts(cfg:dict, run:Run, n_train:int, weights, pretrained, from_scratch:bool, linear_eval:bool, task:str,
+                    label_map:dict) -> SimpleNamespace:
+    """The classifier (encoder frozen for linear evaluation), its DDP wrap, the per-process batch, the steps of an epoch
+    (epochs raised to `RunLimits.min_steps`), AdamW on the schedule, the loss, AMP, and where the run starts (--resume)."""
+    tr = cfg['training']
+    run.start_model(int(cfg['seed']))
+    model, info = build_classifier(cfg, pretrained, from_scratch)
+    if linear_eval: freeze_encoder(model)
+    model.to(run.dev)
+    bs = max(1, int(tr['batch_size']) // run.world)
+    steps = run.limits.steps(max(1, math.ceil(n_train / run.world / bs)))
+    if run.limits.min_steps: tr['num_epochs'] = cfg['downstream']['num_epochs'] = run.limits.epochs(tr['num_epochs'], steps)
+    opt = make_optimizer(model, tr)
+    sched = lr_scheduler(opt, steps * int(tr['num_epochs']), steps * int(tr['warmup_epochs']), float(tr['learning_rate']), float(tr['min_lr']))
+    crit = make_criterion(tr, weights, run.dev)
+    amp = use_amp(tr['use_amp'], run.dev, run.log)
+    p = SimpleNamespace(model=model, info=info, ddp=run.wrap(model), bs=bs, steps=steps, opt=opt, sched=sched, crit=crit, amp=amp,
+                        workers=loader_workers(tr['num_workers'], run.world), scaler=torch.amp.GradScaler('cuda', enabled=amp),
+                        task=task, label_map=label_map, tl=int(cfg['data']['target_length']), ebs=max(bs, 64),
+                        start=0, best=None, bad=0, history=[])
+    ck = run.restore(model, opt, sched)
+    if ck: p.start, p.best, p.bad, p.history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['bad'], ck['extra']['history']
+    return p
+
+def _finetune_start(cfg:dict, run:Run, p:SimpleNamespace, experiment:str, mode:str, few_shot_ratio, splits:tuple) -> tuple:
+    """(run facts, whether the validation split chooses the kept epoch); rank 0 opens TensorBoard, writes config.yaml
+    (the run's facts as YAML comments) and the first log lines."""
+    (train_df, val_df, test_df), ev, info = splits, cfg['evaluation'], p.info
+    val_subjects = int(val_df['subject'].nunique())
+    by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
+    run_info = dict(task=p.task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=run.world, device=str(run.dev),
+                    train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=p.steps,
+                    num_epochs=int(cfg['training']['num_epochs']),
+                    val_cycles=len(val_df), test_cycles=len(test_df), **info)
+    run.open_writer(p.start, p.steps)
+    if run.rank == 0:
+        write_atomic(run.out/'config.yaml', dump_config(cfg) + '\n' + ''.join(f'# {l}\n' for l in dump_config({'run': run_info}).splitlines()))
+        run.log.info(f"{p.task} {mode}: {len(train_df)} training cycles of {run_info['train_subjects']} subjects, "
+                     f"val {len(val_df)}, test {len(test_df)}; encoder {info['init']}; {run.world} process(es) on {run.dev}; {p.steps} steps/epoch")
+        if not by_val: run.log.info(f"the validation split has {val_subjects} subjects, fewer than evaluation.selection_min_subjects = "
+                                    f"{ev['selection_min_subjects']}: the last epoch is kept and there is no early stopping")
+    return run_info, by_val
+
+# %% ../nbs/11_finetune.ipynb #51c8d5c1
+def _finetune_meta(cfg:dict, p:SimpleNamespace, epoch:int, metrics:dict) -> dict:
+    "What a fine-tuning checkpoint holds besides the optimizer state."
+    return dict(kind='finetune', encoder=p.model.encoder, heads={'classifier': p.model.classifier}, config=cfg,
+                epoch=epoch, metrics=metrics, task=p.task, label_map=p.label_map)
+
+def _finetune_epoch(cfg:dict, run:Run, p:SimpleNamespace, train_df, epoch:int) -> dict:
+    "Train one epoch; its row (mean training loss, lr)."
+    tr = cfg['training']
+    dl = train_loader(CycleDataset(train_df, target_length=p.tl), p.bs, int(cfg['seed']), epoch, p.workers)
+    train_mode(p.ddp)
+    tot, n = 0., 0
+    for i, b in run.batches(dl, p.steps, epoch):
+        x, y = b['x'].to(run.dev), b['label'].to(run.dev)
+        with torch.autocast('cuda', enabled=p.amp):
+            loss = p.crit(p.ddp(x).float(), y)
+        optimizer_step(loss, p.opt, p.sched, p.scaler, [q for q in p.model.parameters() if q.requires_grad], tr['grad_clip_norm'])
+        tot += float(loss.detach()) * len(y); n += len(y); run.bar.update(1)
+        step = epoch * p.steps + i
+        if run.writer and step % max(1, int(tr['log_interval'])) == 0:
+            run.writer.add_scalar('step/loss', float(loss.detach()), step); run.writer.add_scalar('step/lr', p.opt.param_groups[0]['lr'], step)
+    return dict(epoch=epoch, train_loss=reduce_mean(tot / max(n, 1)), lr=p.opt.param_groups[0]['lr'])
+
+def _finetune_validate(cfg:dict, run:Run, p:SimpleNamespace, row:dict, val_df, epoch:int, t0:float, by_val:bool) -> list:
+    """Rank 0: score the validation split, keep the best epoch (or, without `by_val`, the last), write the epoch's curves, log
+    and checkpoints; [best, stop early, time budget spent]."""
+    tr, primary = cfg['training'], cfg['evaluation']['primary_metric']
+    vm, _ = score_split(p.model, val_df, p.task, p.label_map, p.tl, p.ebs, run.dev, p.amp)
+    row.update({f'val_{k}': v for k, v in _scalars(vm).items()})
+    value = primary_value(vm, primary)
+    improved = (value is not None and not math.isnan(value) and (p.best is None or value > p.best)) or not by_val
+    if improved: p.best, p.bad = value, 0
+    else: p.bad += 1
+    row.update(val_primary=value, best=improved, seconds=round(time.perf_counter() - t0, 2))
+    p.history.append(row)
+    for k, v in _scalars(row).items():
+        if k not in ('epoch', 'seconds'): run.writer.add_scalar(f'epoch/{k}', v, epoch)      # per step: step/, per epoch: epoch/
+    run.writer.flush()
+    run.log.info(f"epoch {epoch}: train_loss {row['train_loss']:.4f}, val {primary} {value:.4f}{' *' if improved else ''}, "
+                 f"lr {row['lr']:.3g}, {row['seconds']} s")
+    run.save(epoch, _finetune_meta(cfg, p, epoch, _scalars(row)), improved, tr['save_interval'], p.opt, p.sched, p.model, p.history,
+             best=p.best, bad=p.bad)
+    decision = [p.best, p.bad >= int(tr['early_stopping_patience']), run.over_budget()]
+    if decision[1]: run.log.info(f"early stopping: no better val {primary} for {tr['early_stopping_patience']} epochs")
+    if decision[2] and epoch < int(tr['num_epochs']) - 1: run.log.info(f'time budget of {run.limits.time_budget_s:.0f} s spent; stopping')
+    return decision
+
+# %% ../nbs/11_finetune.ipynb #d646f47a
+def _finetune_decide(cfg:dict, run:Run, p:SimpleNamespace, val_df) -> tuple:
+    """Rank 0, after training: final_model.pt, then the kept model (best_model.pt, else final_model.pt) loaded back with its
+    decision offsets tuned on the validation split and folded into its output bias, saved again; (best epoch, decision fields)."""
+    ev, out, h = cfg['evaluation'], run.out, p.history
+    save_checkpoint(out/'final_model.pt', **_finetune_meta(cfg, p, h[-1]['epoch'] if h else 0, _scalars(h[-1]) if h else {}))
+    if (out/'best_model.pt').exists():
+        ck = load_checkpoint(out/'best_model.pt')
+        p.model.encoder.load_state_dict(ck['encoder']); p.model.classifier.load_state_dict(ck['heads']['classifier'])
+        best_epoch, kept, kept_metrics = ck['epoch'], out/'best_model.pt', dict(ck.get('metrics') or {})
+    else: best_epoch, kept, kept_metrics = None, out/'final_model.pt', _scalars(h[-1]) if h else {}
+    prior = kept_metrics.pop('decision_offsets', None)   # a finished run resumed: tune from the trained head, not on top
+    if prior: add_logit_offsets(p.model, [-x for x in prior])
+    decision, b = dict(decision_metric=ev['decision_metric'], decision_offsets=None), None
+    if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
+        _, vpred = score_split(p.model, val_df, p.task, p.label_map, p.tl, p.ebs, run.dev, p.amp)
+        b, v = tune_offsets(vpred, p.task, p.label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'],
+                            min_units=int(ev['decision_min_units']))
+        decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
+        if any(b): add_logit_offsets(p.model, b)
+        run.log.info(f"decision offsets {[round(x, 2) for x in b]} (tuned on val for {ev['decision_metric']}: {v:.4f}), in {kept.name}")
+    if (b and any(b)) or prior:
+        save_checkpoint(kept, **_finetune_meta(cfg, p, best_epoch if best_epoch is not None else (h[-1]['epoch'] if h else 0),
+                                               dict(kept_metrics, **({'decision_offsets': b} if b and any(b) else {}))))
+    return best_epoch, decision
+
+def _finetune_test(cfg:dict, run:Run, p:SimpleNamespace, test_df, best_epoch, decision:dict, run_info:dict, stop:bool) -> dict:
+    "Rank 0: score the test split with the kept model; predictions_test.csv, confusion matrices and final_metrics.json."
+    ev, out, primary = cfg['evaluation'], run.out, cfg['evaluation']['primary_metric']
+    tm, pred = score_split(p.model, test_df, p.task, p.label_map, p.tl, p.ebs, run.dev, p.amp)
+    write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
+    if ev['save_confusion_matrix']:
+        names = sorted(p.label_map, key=p.label_map.get)
+        for lvl in ('', 'recording_', 'patient_'):
+            if f'{lvl}confusion_matrix' in tm: save_confusion(tm[f'{lvl}confusion_matrix'], names, out/f'{lvl}confusion_matrix')
+    listed = {f'test_{k}': tm.get(k) for k in ev['metrics']}          # evaluation.metrics first, in its order (guide §4.1)
+    final = dict(listed, **prefixed(tm, 'test_'), metrics=list(ev['metrics']), task=p.task, experiment=run_info['experiment'],
+                 mode=run_info['mode'], best_epoch=best_epoch, epochs_trained=len(p.history), primary_metric=primary,
+                 test_primary=primary_value(tm, primary), best_val_primary=p.best, stopped_early=stop,
+                 minutes=round(run.seconds() / 60, 2), seed=int(cfg['seed']), **decision,
+                 **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
+    write_atomic(out/'final_metrics.json', json.dumps(final, indent=2, default=float))
+    run.log.info(f"test: {primary} {final['test_primary']:.4f}; " + ', '.join(f"{k} {final[k]:.4f}" for k in
+                 ('test_accuracy', 'test_f1_macro', 'test_auroc') if isinstance(final.get(k), float)))
+    run.writer.close()
+    return final
+
+# %% ../nbs/11_finetune.ipynb #06f0fb76
+def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scratch:bool=False, data_dir=None, output_dir='outputs',
+             experiment_name:str|None=None, linear_eval:bool=False, few_shot_ratio:float|None=None, resume:bool=False,
+             device:str='auto', preset:str|None=None, limits:RunLimits|None=None, quiet:bool=False, strict:bool=False,
+             overwrite:bool=False) -> dict:
+    """Fine-tune (or linearly evaluate) on a downstream task; returns the final metrics dict (also in final_metrics.json).
+    `limits` (`RunLimits`) shortens epochs, stops training when its time budget is spent (then validates and tests as
+    usual) or raises `training.num_epochs` until the run takes at least `min_steps` optimizer steps (a few-shot split of
+    nine recordings is one step an epoch). A damaged cycle or task row is warned about and skipped; with `strict` it stops
+    the run (`DataError`) before training. A run folder holding an earlier run is refused unless `resume` or `overwrite`;
+    a run that fails before training leaves no folder behind."""
+    cfg, task, task_dir, label_map = _finetune_task(cfg, task, preset, few_shot_ratio, data_dir)
+    if cfg['pretrain']['freeze_encoder']: linear_eval = True
     experiment = experiment_name or (cfg['experiment']['name'] if cfg['experiment']['name'] != 'pahcl_finetune' else 'downstream')
     cfg['experiment']['name'] = experiment
-    out = run_dir(output_dir, task, experiment)
-    seed = int(cfg['seed'])
-    rank, world, dev = init_distributed(device)
-    created = run_folder(out, resume, overwrite, rank)
-    if rank == 0: out.mkdir(parents=True, exist_ok=True)
-    if is_distributed(): dist.barrier()
-    log = setup_logger(out, rank, 'pahcl.finetune', quiet)
-    t_start = time.perf_counter()
-    try:
-
-        train_df, weights = read_split(task_dir, 'train', strict); val_df, _ = read_split(task_dir, 'val', strict); test_df, _ = read_split(task_dir, 'test', strict)
-        train_df, val_df, test_df = (check_cycles(d, int(cfg['data']['target_length']), strict) for d in (train_df, val_df, test_df))   # a damaged cycle: warned, skipped
-        if few_shot_ratio is not None: train_df = few_shot(train_df, few_shot_ratio, seed=seed)
-        if len(train_df) == 0: raise FinetuneError(f"{task_dir/'train.csv'}: no training cycles")
-        seed_everything(seed)
-        reuse_freed_memory()                                     # freed activations stay for the next step (chapter 7)
-        model, info = build_classifier(cfg, pretrained, from_scratch)
-        mode = 'linear' if linear_eval else ('fewshot' if few_shot_ratio is not None else 'finetune')
-        if linear_eval: freeze_encoder(model)
-        model.to(dev)
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == 'cuda' else None) if world > 1 else model
-        bs = max(1, int(tr['batch_size']) // world)
-        steps = max(1, math.ceil(len(train_df) / world / bs))
-        if max_steps_per_epoch: steps = min(steps, int(max_steps_per_epoch))
-        if min_steps: tr['num_epochs'] = cfg['downstream']['num_epochs'] = max(int(tr['num_epochs']), math.ceil(int(min_steps) / steps))
-        opt = make_optimizer(model, tr)
-        sched = lr_scheduler(opt, steps * int(tr['num_epochs']), steps * int(tr['warmup_epochs']), float(tr['learning_rate']), float(tr['min_lr']))
-        crit = make_criterion(tr, weights, dev)
-        amp = use_amp(tr['use_amp'], dev, log); workers = loader_workers(tr['num_workers'], world)
-        scaler = torch.amp.GradScaler('cuda', enabled=amp)
-        tl, ebs = int(cfg['data']['target_length']), max(bs, 64)
-        primary = ev['primary_metric']
-        val_subjects = int(val_df['subject'].nunique())
-        by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
-        start, best, bad, history = 0, None, 0, []
-        last = out/'last.pt'
-        if resume and last.exists():
-            ck = load_checkpoint(last)
-            model.load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
-            start, best, bad, history = ck['epoch'] + 1, ck['extra']['best'], ck['extra']['bad'], ck['extra']['history']
-            torch.set_rng_state(ck['extra']['rng'])
-            log.info(f'resumed from {last} at epoch {start}')
-        elif resume: log.info(f'--resume: no {last} yet, starting from scratch')
-        run_info = dict(task=task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=world, device=str(dev),
-                        train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=steps,
-                        num_epochs=int(tr['num_epochs']),
-                        val_cycles=len(val_df), test_cycles=len(test_df), **info)
-        writer = None
-        if rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(out), purge_step=start * steps if start else None)
-            write_atomic(out/'config.yaml', dump_config(cfg) + '\n' + ''.join(f'# {l}\n' for l in dump_config({'run': run_info}).splitlines()))
-            log.info(f"{task} {mode}: {len(train_df)} training cycles of {run_info['train_subjects']} subjects, "
-                     f"val {len(val_df)}, test {len(test_df)}; encoder {info['init']}; {world} process(es) on {dev}; {steps} steps/epoch")
-            if not by_val: log.info(f"the validation split has {val_subjects} subjects, fewer than evaluation.selection_min_subjects = "
-                                    f"{ev['selection_min_subjects']}: the last epoch is kept and there is no early stopping")
-    except BaseException:
-        discard_run_folder(out, created, log, rank); raise      # nothing trained yet: no folder left behind
-    from tqdm.auto import tqdm
-    ckmeta = lambda epoch, metrics: dict(kind='finetune', encoder=model.encoder, heads={'classifier': model.classifier}, config=cfg,
-                                         epoch=epoch, metrics=metrics, task=task, label_map=label_map)
+    mode = 'linear' if linear_eval else ('fewshot' if few_shot_ratio is not None else 'finetune')
+    run = Run(run_dir(output_dir, task, experiment), device, resume, overwrite, limits, 'pahcl.finetune', quiet)
+    with run.preparing():                                        # nothing trained yet: a failure leaves no folder behind
+        splits = _finetune_data(cfg, task_dir, few_shot_ratio, strict)
+        p = _finetune_parts(cfg, run, len(splits[0]), splits[3], pretrained, from_scratch, linear_eval, task, label_map)
+        run_info, by_val = _finetune_start(cfg, run, p, experiment, mode, few_shot_ratio, splits[:3])
+    train_df, val_df, test_df, _ = splits
     stop = False
-    for epoch in range(start, int(tr['num_epochs'])):
+    for epoch in range(p.start, int(cfg['training']['num_epochs'])):
         t0 = time.perf_counter()
-        dl = train_loader(CycleDataset(train_df, target_length=tl), bs, seed, epoch, workers)
-        train_mode(ddp)
-        tot, n = 0., 0
-        bar = tqdm(total=steps, desc=f'epoch {epoch}', disable=quiet or rank != 0, leave=False)
-        for i, b in enumerate(dl):
-            if i >= steps: break
-            if mid_epoch_stop and i and world == 1 and time_budget_s is not None and time.perf_counter() - t_start > time_budget_s: break
-            x, y = b['x'].to(dev), b['label'].to(dev)
-            with torch.autocast('cuda', enabled=amp):
-                loss = crit(ddp(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward(); scaler.unscale_(opt)
-            if tr['grad_clip_norm']: nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], float(tr['grad_clip_norm']))
-            scaler.step(opt); scaler.update(); sched.step()
-            tot += float(loss.detach()) * len(y); n += len(y); bar.update(1)
-            step = epoch * steps + i
-            if writer and step % max(1, int(tr['log_interval'])) == 0:
-                writer.add_scalar('step/loss', float(loss.detach()), step); writer.add_scalar('step/lr', opt.param_groups[0]['lr'], step)
-        bar.close()
-        row = dict(epoch=epoch, train_loss=reduce_mean(tot / max(n, 1)), lr=opt.param_groups[0]['lr'])
-        decision = [None, False, False]
-        if rank == 0:
-            vm, _ = score_split(model, val_df, task, label_map, tl, ebs, dev, amp)
-            row.update({f'val_{k}': v for k, v in _scalars(vm).items()})
-            value = primary_value(vm, primary)
-            improved = (value is not None and not math.isnan(value) and (best is None or value > best)) or not by_val
-            if improved: best, bad = value, 0
-            else: bad += 1
-            row.update(val_primary=value, best=improved, seconds=round(time.perf_counter() - t0, 2))
-            history.append(row)
-            for k, v in _scalars(row).items():
-                if k not in ('epoch', 'seconds'): writer.add_scalar(f'epoch/{k}', v, epoch)      # per step: step/, per epoch: epoch/
-            writer.flush()
-            log.info(f"epoch {epoch}: train_loss {row['train_loss']:.4f}, val {primary} {value:.4f}{' *' if improved else ''}, "
-                     f"lr {row['lr']:.3g}, {row['seconds']} s")
-            meta = ckmeta(epoch, _scalars(row))
-            if improved: save_checkpoint(out/'best_model.pt', **meta)
-            if tr['save_interval'] and (epoch + 1) % int(tr['save_interval']) == 0: save_checkpoint(out/f'epoch_{epoch + 1}.pt', **meta)
-            save_checkpoint(last, **meta, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                            extra=dict(model=model.state_dict(), best=best, bad=bad, history=history, rng=torch.get_rng_state()))
-            write_atomic(out/'history.json', json.dumps(history, indent=1, default=float))
-            over = time_budget_s is not None and time.perf_counter() - t_start > time_budget_s
-            decision = [best, bad >= int(tr['early_stopping_patience']), over]
-            if decision[1]: log.info(f"early stopping: no better val {primary} for {tr['early_stopping_patience']} epochs")
-            if decision[2] and epoch < int(tr['num_epochs']) - 1: log.info(f'time budget of {time_budget_s:.0f} s spent; stopping')
+        row = _finetune_epoch(cfg, run, p, train_df, epoch)
+        decision = _finetune_validate(cfg, run, p, row, val_df, epoch, t0, by_val) if run.rank == 0 else [None, False, False]
         if is_distributed(): dist.broadcast_object_list(decision, src=0)
         if decision[1] or decision[2]: stop = True; break
     final = {}
-    if rank == 0:
-        save_checkpoint(out/'final_model.pt', **ckmeta(history[-1]['epoch'] if history else 0, _scalars(history[-1]) if history else {}))
-        if (out/'best_model.pt').exists():
-            ck = load_checkpoint(out/'best_model.pt')
-            model.encoder.load_state_dict(ck['encoder']); model.classifier.load_state_dict(ck['heads']['classifier'])
-            best_epoch, kept, kept_metrics = ck['epoch'], out/'best_model.pt', dict(ck.get('metrics') or {})
-        else: best_epoch, kept, kept_metrics = None, out/'final_model.pt', _scalars(history[-1]) if history else {}
-        prior = kept_metrics.pop('decision_offsets', None)   # a finished run resumed: tune from the trained head, not on top
-        if prior: add_logit_offsets(model, [-x for x in prior])
-        decision, b = dict(decision_metric=ev['decision_metric'], decision_offsets=None), None
-        if ev['decision_metric'] != 'argmax' and len(val_df):      # where to draw the line: on val, folded into the output bias
-            _, vpred = score_split(model, val_df, task, label_map, tl, ebs, dev, amp)
-            b, v = tune_offsets(vpred, task, label_map, None if ev['decision_metric'] == 'auto' else ev['decision_metric'],
-                                min_units=int(ev['decision_min_units']))
-            decision = dict(decision_metric=ev['decision_metric'], decision_offsets=b, val_decision_value=v)
-            if any(b): add_logit_offsets(model, b)
-            log.info(f"decision offsets {[round(x, 2) for x in b]} (tuned on val for {ev['decision_metric']}: {v:.4f}), in {kept.name}")
-        if (b and any(b)) or prior:
-            save_checkpoint(kept, **ckmeta(best_epoch if best_epoch is not None else (history[-1]['epoch'] if history else 0),
-                                           dict(kept_metrics, **({'decision_offsets': b} if b and any(b) else {}))))
-        tm, pred = score_split(model, test_df, task, label_map, tl, ebs, dev, amp)
-        write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
-        if ev['save_confusion_matrix']:
-            for lvl in ('', 'recording_', 'patient_'):
-                if f'{lvl}confusion_matrix' in tm: save_confusion(tm[f'{lvl}confusion_matrix'], names, out/f'{lvl}confusion_matrix')
-        listed = {f'test_{k}': tm.get(k) for k in ev['metrics']}          # evaluation.metrics first, in its order (guide §4.1)
-        final = dict(listed, **prefixed(tm, 'test_'), metrics=list(ev['metrics']), task=task, experiment=experiment, mode=mode, best_epoch=best_epoch,
-                     epochs_trained=len(history), primary_metric=primary, test_primary=primary_value(tm, primary),
-                     best_val_primary=best, stopped_early=stop, minutes=round((time.perf_counter() - t_start) / 60, 2),
-                     seed=seed, **decision, **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
-        write_atomic(out/'final_metrics.json', json.dumps(final, indent=2, default=float))
-        log.info(f"test: {primary} {final['test_primary']:.4f}; " + ', '.join(f"{k} {final[k]:.4f}" for k in
-                 ('test_accuracy', 'test_f1_macro', 'test_auroc') if isinstance(final.get(k), float)))
-        writer.close()
+    if run.rank == 0:
+        best_epoch, decision = _finetune_decide(cfg, run, p, val_df)
+        final = _finetune_test(cfg, run, p, test_df, best_epoch, decision, run_info, stop)
     if is_distributed(): dist.barrier()
     return final
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 import math, warnings
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from .data import CycleDataset
 from .metrics import evaluate_predictions, predictions_frame, tune_offsets, shift_probs
 from .stats import quality_metrics
+from .pretrain import embed_cycles
 
 # %% auto #0
 __all__ = ['PROBE_C', 'recording_features', 'classical_features', 'fit_probe', 'cycle_predictions', 'quality_probe',
-           'embed_cycles', 'cached_embedder', 'probe_predictions', 'crossfit_probe_predictions']
+           'cached_embedder', 'probe_predictions', 'crossfit_probe_predictions']
 
 # %% ../nbs/14a_probes.ipynb #b93f0a47
 def recording_features(x:np.ndarray, sr:int) -> np.ndarray:
@@ -103,15 +101,6 @@ def quality_probe(X, y, X_val, val:pd.DataFrame, task:str, label_map:dict, seed:
     return (lambda Z: shift_probs(_full_prob(clf, Z, K), b)), C, b
 
 # %% ../nbs/14a_probes.ipynb #e646114f
-def embed_cycles(encoder, df:pd.DataFrame, target_length:int=4000, batch_size:int=256, device='cpu') -> torch.Tensor:
-    "(len(df), D) pooled, L2-normalised embeddings by `encoder` of the cycle files of table `df`, in order, without gradients."
-    ds = CycleDataset(df, target_length=target_length)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)     # every row, in order, on this process
-    out = []
-    with torch.no_grad():
-        for b in dl: out.append(F.normalize(encoder(b['x'].to(device))[1].float(), dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, encoder.out_dim)
-
 def cached_embedder(enc, cache:dict|None=None):
     "`embed(df)` → (len(df), D) frozen embeddings of `enc` for the cycle files `df.path`, each file embedded once (kept in `cache`)."
     cache = {} if cache is None else cache

@@ -14,7 +14,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from .kernel import load_scan_kernel
 from .ssm import resolve_scan_impl, selective_scan, selective_scan_ref, scan_inputs, mamba_ssm_fn, reuse_freed_memory
 from .models import build_encoder, resolve_model_config, MODEL_PRESETS, CycleClassifier
-from .data import CycleDataset, ContrastiveCollate, RecordingPairs, make_loader, set_epoch
 
 # %% auto #0
 __all__ = ['matmul_flops', 'encoder_flops', 'bench_scan', 'mambapy_layer', 'adamw', 'bench_encoder', 'pretrain_rate',
@@ -360,22 +359,14 @@ def _time_steps_of(step, n:int=3) -> float:
         t0 = time.perf_counter(); step(); ts.append(time.perf_counter() - t0)
     return 1 / max(statistics.median(ts), 1e-6)
 
-def _pretrain_batches(df:pd.DataFrame, cfg:dict, batch_size:int):
-    "Pretraining's training loader of epoch 0, seed 0, no workers: two augmented views of each cycle (or of two cycles)."
-    collate = ContrastiveCollate(cfg['augmentation'], cfg['data']['sample_rate'], seed=0)
-    if cfg['loss'].get('positives', 'cycle') == 'recording': ds = RecordingPairs(df, target_length=cfg['data']['target_length'], seed=0)
-    else: ds = CycleDataset(df, target_length=cfg['data']['target_length'])
-    dl = make_loader(ds, batch_size, shuffle=True, seed=0, num_workers=0, collate_fn=collate, drop_last=True)
-    set_epoch(dl, 0)
-    return dl
 
 # %% ../nbs/14_speed.ipynb #9007e1dc
 def pretrain_rate(cfg:dict, train_df:pd.DataFrame) -> float:
     "Training steps per second of PA-HCL pretraining with `cfg` (batch of real cycles and augmentations, no workers)."
-    from pahcl.pretrain import build_pahcl, pahcl_loss
+    from pahcl.pretrain import build_pahcl, pahcl_loss, contrastive_loader
     torch.manual_seed(0)
     model = build_pahcl(cfg); opt = adamw(model.parameters(), lr=1e-4)
-    it = iter(_pretrain_batches(train_df, cfg, int(cfg['training']['batch_size'])))
+    it = iter(contrastive_loader(train_df, cfg, int(cfg['training']['batch_size']), 0, 0, True)[0])
     def step():
         r = pahcl_loss(model, next(it), cfg['loss'], None)
         opt.zero_grad(); r['loss'].backward(); opt.step()

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from .config import load_config
-from .metrics import aggregate, classification_metrics, evaluate_predictions, label_names, ovr_score
+from .metrics import aggregate, classification_metrics, label_names, ovr_score
 
 # %% auto #0
 __all__ = ['SCORING_LEVEL', 'quality_metrics', 'primary_interval', 'unit_bootstrap', 'paired_auroc_difference',

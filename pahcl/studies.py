@@ -180,6 +180,7 @@ def _quality_pretrain(r):
     "Stage 3: PA-HCL and its two ablations pretrained on the training subjects, each sized to its share of what is left."
     from pahcl.config import load_config
     from pahcl.pretrain import pretrain, pretrain_splits
+    from pahcl.training import RunLimits
     from pahcl.models import apply_preset
     r.W = dict(pretrain=0.14, probes=0.10, run=0.04)
     r.left = 3 * r.W['pretrain'] + r.W['probes'] + 3 * len(r.tasks) * r.W['run']
@@ -200,8 +201,8 @@ def _quality_pretrain(r):
         epochs, steps = plan_steps(prate, share, max(1, len(ptrain) // bs), p_over, min_epochs=3, max_epochs=100)
         cfg = apply_preset(load_config('pretrain', sets=pbase + extra), r.preset)
         t1 = time.perf_counter()
-        ps = pretrain(cfg, r.processed, r.out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=r.downstream, max_steps_per_epoch=steps,
-                      time_budget_s=share, device='cpu', quiet=True, mid_epoch_stop=True, overwrite=True)
+        ps = pretrain(cfg, r.processed, r.out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=r.downstream, device='cpu', quiet=True, overwrite=True,
+                      limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share, mid_epoch_stop=True))
         r.ckpt[v] = ps['best_model']
         r.pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, criterion=ps['criterion'], best=ps['best'],
                           best_epoch=ps['best_epoch'], minutes=round((time.perf_counter() - t1) / 60, 2), share_minutes=round(share / 60, 2))
@@ -239,6 +240,7 @@ def _quality_run(r, x:str, method:str, rate:float, fbs:int):
     from pahcl.config import load_config
     from pahcl.data import few_shot
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
+    from pahcl.training import RunLimits
     share = r.budget.share(r.W['run'], r.left); r.left -= r.W['run']
     n = len(few_shot(r.sp[x]['train'], 0.1, seed=r.seed)) if method == 'fewshot10' else len(r.sp[x]['train'])
     epochs, steps = plan_steps(rate, share, max(1, math.ceil(n / fbs)), len(r.sp[x]['val']) / r.erate, min_epochs=4, max_epochs=60)
@@ -248,8 +250,8 @@ def _quality_run(r, x:str, method:str, rate:float, fbs:int):
     t1 = time.perf_counter()
     fin = finetune(cfg, x, pretrained=None if method == 'scratch' else r.ckpt['pahcl'], from_scratch=method == 'scratch',
                    data_dir=r.views, output_dir=r.out/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
-                   device='cpu', preset=r.preset if method == 'scratch' else None, max_steps_per_epoch=steps,
-                   time_budget_s=share * 0.9, quiet=True, mid_epoch_stop=True, overwrite=True)
+                   device='cpu', preset=r.preset if method == 'scratch' else None, quiet=True, overwrite=True,
+                   limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share * 0.9, mid_epoch_stop=True))
     rd = run_dir(r.out/'runs', x, method)
     m = quality_metrics({k[5:]: v for k, v in fin.items() if k.startswith('test_')}, x)
     m['primary_ci'] = primary_interval(pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str}), x, r.lmap[x], seed=r.seed)
@@ -459,13 +461,14 @@ def _demo_mode(r, t:str, mode:str, lmap:dict) -> dict:
     "Step 4 of `bench_demo`, one task and mode: fine-tune, score `final_model.pt` and `best_model.pt` on the new subjects."
     from pahcl.config import load_config
     from pahcl.finetune import finetune, load_finetuned, predict, run_dir
+    from pahcl.training import RunLimits
     t1 = time.perf_counter()
     cfg = load_config('finetune', t, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={r.min_epochs}',
                                            'training.early_stopping_patience=1000'])
     fin = finetune(cfg, pretrained=None if mode == 'scratch' else r.ps['best_model'], from_scratch=mode == 'scratch',
                    data_dir=r.downstream, output_dir=r.out/'runs', experiment_name=mode, linear_eval=mode == 'linear',
                    few_shot_ratio=r.shot_ratio if mode == 'fewshot' else None, preset=r.preset if mode == 'scratch' else None,
-                   min_steps=r.linear_min_steps if mode == 'linear' else r.min_steps, quiet=True, overwrite=True)
+                   limits=RunLimits(min_steps=r.linear_min_steps if mode == 'linear' else r.min_steps), quiet=True, overwrite=True)
     epochs, per_epoch = fin['num_epochs'], fin['steps_per_epoch']
     rd, s = run_dir(r.out/'runs', t, mode), {}
     for which in ('final', 'best'):

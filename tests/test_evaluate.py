@@ -66,8 +66,9 @@ def test_ensemble_and_summarize(pahcl, tiny_demo, runs, tmp_path):
 
 def test_run_train_all_linear(pahcl, tiny_demo, tmp_path):
     from pahcl.pretrain import pretrain
+    from pahcl.training import RunLimits
     c = load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.num_workers=0'])
-    pretrain(c, tiny_demo['processed'], tmp_path/'pt', epochs=1, batch_size=16, max_steps_per_epoch=2, quiet=True)
+    pretrain(c, tiny_demo['processed'], tmp_path/'pt', epochs=1, batch_size=16, limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     r = pahcl('run', 'train-all', 'linear', '--pretrained', tmp_path/'pt'/'best_model.pt', '--data-dir', tiny_demo['downstream'],
               '--output-dir', tmp_path/'out', '--epochs', '1', '--quiet', *sum([['--set', s] for s in FAST], []))
     assert r.returncode == 0, r.stderr

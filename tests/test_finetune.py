@@ -9,6 +9,7 @@ from pahcl.data import read_split
 from pahcl.finetune import finetune, load_finetuned
 from pahcl.models import load_checkpoint
 from pahcl.pretrain import pretrain
+from pahcl.training import RunLimits
 
 FAST = ['training.num_workers=0', 'training.warmup_epochs=1', 'training.batch_size=16', 'evaluation.selection_min_subjects=0']
 
@@ -19,7 +20,7 @@ def cfg(task='pascal', *extra):
 def pretrained(tiny_demo, tmp_path_factory):
     out = tmp_path_factory.mktemp('pt')
     c = load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.num_workers=0'])
-    pretrain(c, tiny_demo['processed'], out, epochs=1, batch_size=16, max_steps_per_epoch=3, quiet=True)
+    pretrain(c, tiny_demo['processed'], out, epochs=1, batch_size=16, limits=RunLimits(max_steps_per_epoch=3), quiet=True)
     return out/'best_model.pt'
 
 def test_cli_full_outputs(pahcl, tiny_demo, pretrained, tmp_path):
@@ -71,7 +72,7 @@ def test_few_shot_takes_subjects(tiny_demo, pretrained, tmp_path):
 def test_resume_equals_uninterrupted(tiny_demo, tmp_path):
     kw = dict(from_scratch=True, data_dir=tiny_demo['downstream'], quiet=True)
     a = finetune(cfg('pascal', 'training.num_epochs=3'), output_dir=tmp_path/'a', experiment_name='r', **kw)
-    b0 = finetune(cfg('pascal', 'training.num_epochs=3'), output_dir=tmp_path/'b', experiment_name='r', time_budget_s=0, **kw)
+    b0 = finetune(cfg('pascal', 'training.num_epochs=3'), output_dir=tmp_path/'b', experiment_name='r', limits=RunLimits(time_budget_s=0), **kw)
     assert b0['epochs_trained'] == 1
     b = finetune(cfg('pascal', 'training.num_epochs=3'), output_dir=tmp_path/'b', experiment_name='r', resume=True, **kw)
     assert b['epochs_trained'] == 3

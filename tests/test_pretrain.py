@@ -7,6 +7,7 @@ from pahcl.config import load_config, ConfigError
 from pahcl.data import task_subjects
 from pahcl.models import load_checkpoint, load_encoder_only
 from pahcl.pretrain import pretrain, pretrain_splits
+from pahcl.training import RunLimits
 
 def tiny_cfg(*extra):
     return load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.batch_size=16',
@@ -19,7 +20,7 @@ def run3(tiny_demo, tmp_path_factory):
     "An uninterrupted 3-epoch run with the kNN check."
     out = tmp_path_factory.mktemp('pre')/'run'
     s = pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, exclude_tasks_dir=tiny_demo['downstream'],
-                 max_steps_per_epoch=4, quiet=True)
+                 limits=RunLimits(max_steps_per_epoch=4), quiet=True)
     return out, s
 
 def test_outputs(run3):
@@ -40,7 +41,7 @@ def test_outputs(run3):
 def test_too_few_validation_subjects_for_knn(tiny_demo, tmp_path):
     "Validation splits smaller than evaluation.knn_min_subjects are not scored by kNN; the validation loss chooses best_model.pt."
     s = pretrain(tiny_cfg('evaluation.knn_min_subjects=1000'), tiny_demo['processed'], tmp_path/'run', epochs=2,
-                 exclude_tasks_dir=tiny_demo['downstream'], max_steps_per_epoch=2, quiet=True)
+                 exclude_tasks_dir=tiny_demo['downstream'], limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     h = json.loads((tmp_path/'run'/'history.json').read_text())
     assert s['criterion'] == 'val_loss' and s['best'] == min(r['val_loss'] for r in h)
     assert not any(k.startswith('knn_') for r in h for k in r)
@@ -57,10 +58,10 @@ def test_downstream_val_test_subjects_never_pretrained(tiny_demo):
 def test_resume_equals_uninterrupted(run3, tiny_demo, tmp_path):
     "Stopped after epoch 0 (a time budget of 0 s), then resumed: the same history as the uninterrupted run."
     out = tmp_path/'run'
-    kw = dict(exclude_tasks_dir=tiny_demo['downstream'], max_steps_per_epoch=4, quiet=True)
-    s1 = pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, time_budget_s=0, **kw)
+    kw = dict(exclude_tasks_dir=tiny_demo['downstream'], quiet=True)
+    s1 = pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, limits=RunLimits(max_steps_per_epoch=4, time_budget_s=0), **kw)
     assert s1['epochs'] == 1 and s1['stopped_early']
-    pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, resume=True, **kw)
+    pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, resume=True, limits=RunLimits(max_steps_per_epoch=4), **kw)
     a = json.loads((run3[0]/'history.json').read_text()); b = json.loads((out/'history.json').read_text())
     assert len(b) == 3
     for ra, rb in zip(a, b):
@@ -68,7 +69,7 @@ def test_resume_equals_uninterrupted(run3, tiny_demo, tmp_path):
 
 def test_lambda_zero_and_momentum(tiny_demo, tmp_path):
     s = pretrain(tiny_cfg('loss.lambda_sub=0', 'momentum.enabled=true', 'momentum.queue_size=64'), tiny_demo['processed'],
-                 tmp_path/'m', epochs=1, max_steps_per_epoch=2, quiet=True)
+                 tmp_path/'m', epochs=1, limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     h = s['last']
     assert h['train_loss'] == pytest.approx(h['train_cycle'], rel=1e-5) and h['train_sub'] > 0
 
@@ -80,7 +81,7 @@ def test_positives_across_a_recording(run3, tiny_demo, tmp_path, monkeypatch):
         def __init__(self, *a, **k): super().__init__(*a, **k); seen.append(self)
     monkeypatch.setattr(P, 'RecordingPairs', Spy)
     s = pretrain(tiny_cfg('loss.positives=recording'), tiny_demo['processed'], tmp_path/'r', epochs=2,
-                 exclude_tasks_dir=tiny_demo['downstream'], max_steps_per_epoch=2, quiet=True)
+                 exclude_tasks_dir=tiny_demo['downstream'], limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     h = json.loads((tmp_path/'r'/'history.json').read_text())
     assert s['epochs'] == 2 and all(r['train_loss'] > 0 for r in h)
     train = [d for d in seen if len(d) > 100]                                  # one training dataset per epoch (and the val ones)
@@ -101,7 +102,8 @@ def test_cli(pahcl, tiny_demo, tmp_path):
 STEP = textwrap.dedent('''
     import os, sys, torch, torch.nn as nn
     from pahcl.config import load_config
-    from pahcl.pretrain import build_pahcl, pahcl_loss, init_distributed
+    from pahcl.pretrain import build_pahcl, pahcl_loss
+    from pahcl.training import init_distributed
     sets = sys.argv[2].split(';')
     rank, world, dev = init_distributed('cpu')
     cfg = load_config('pretrain', sets=sets + ['projection.hidden_dim=32', 'projection.output_dim=16'])
@@ -162,7 +164,7 @@ def test_nan_loss_stops_with_step_named(tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setattr(P, 'pahcl_loss', flaky)
     out = tmp_path/'nan'
     with pytest.raises(PretrainError, match=r'epoch 1, step 1: the loss is nan .*cycle_\d+\.npy.*last\.pt is the last good checkpoint'):
-        P.pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, max_steps_per_epoch=2, quiet=True)
+        P.pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     assert load_checkpoint(out/'last.pt')['epoch'] == 0
 
 def test_resume_of_a_finished_run(run3, tiny_demo, tmp_path):
@@ -170,5 +172,5 @@ def test_resume_of_a_finished_run(run3, tiny_demo, tmp_path):
     import shutil
     out = tmp_path/'done'; shutil.copytree(run3[0], out)
     s = pretrain(tiny_cfg(), tiny_demo['processed'], out, epochs=3, resume=True, exclude_tasks_dir=tiny_demo['downstream'],
-                 max_steps_per_epoch=4, quiet=True)
+                 limits=RunLimits(max_steps_per_epoch=4), quiet=True)
     assert s['epochs'] == 3 and s['best'] == run3[1]['best']

@@ -55,9 +55,10 @@ def test_bad_input_one_line_each(pahcl, tiny_demo, tmp_path):
     "Each bad input: exit code 2, one line on stderr naming the problem, no traceback."
     from pahcl.config import load_config
     from pahcl.pretrain import pretrain
+    from pahcl.training import RunLimits
     pt = tmp_path/'pt'
     pretrain(load_config('pretrain', sets=[*TINY_MODEL, 'projection.hidden_dim=32', 'projection.output_dim=16', 'training.num_workers=0']),
-             tiny_demo['processed'], pt, epochs=1, batch_size=16, max_steps_per_epoch=2, quiet=True)
+             tiny_demo['processed'], pt, epochs=1, batch_size=16, limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     empty = tmp_path/'empty'/'pascal'; empty.mkdir(parents=True)
     (empty/'task_config.json').write_text((tiny_demo['downstream']/'pascal'/'task_config.json').read_text())
     (tmp_path/'junk.pt').write_bytes(b'not a checkpoint')
@@ -92,6 +93,7 @@ def test_damaged_cycles_are_reported_and_skipped_in_training(pahcl, tiny_demo, t
     from pahcl.evaluate import evaluate
     from pahcl.finetune import finetune
     from pahcl.pretrain import pretrain, pretrain_splits
+    from pahcl.training import RunLimits
     dd = tmp_path/'downstream'; shutil.copytree(tiny_demo['downstream']/'pascal', dd/'pascal')     # copies, not links: safe to damage
     tr, _ = read_split(dd/'pascal', 'train'); te, _ = read_split(dd/'pascal', 'test')
     a = np.load(tr.path[0]); a[10] = np.nan; np.save(tr.path[0], a)
@@ -113,7 +115,7 @@ def test_damaged_cycles_are_reported_and_skipped_in_training(pahcl, tiny_demo, t
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
         s = pretrain(load_config('pretrain', sets=[*TINY_MODEL, *FAST, 'projection.hidden_dim=32', 'projection.output_dim=16']),
-                     proc, tmp_path/'pt', epochs=1, max_steps_per_epoch=2, quiet=True)
+                     proc, tmp_path/'pt', epochs=1, limits=RunLimits(max_steps_per_epoch=2), quiet=True)
     assert any(str(ptr.path.iloc[0]) in str(x.message) for x in w) and Path(s['best_model']).exists()
     strict = {   # the same damage, --strict: the run stops before training or scoring, naming the first damaged file
         'finetune': (['finetune', '--task', 'pascal', '--from-scratch', '--data-dir', dd, '--output-dir', tmp_path/'os', '--quiet', *SETS], tr.path[0]),
