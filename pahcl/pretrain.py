@@ -19,7 +19,7 @@ from .data import (read_processed, subject_split, task_subjects, read_split, tas
                    ContrastiveCollate, make_loader, set_epoch, RecordingPairs)
 from .models import build_encoder, ProjectionHead, pool_substructures, apply_preset, load_encoder_only
 from .training import (lr_scheduler, is_distributed, local_only, gather, reduce_mean, rank_offset, loader_workers, use_amp,
-                            _state, RunLimits, Run, optimizer_step)
+                            unwrap, RunLimits, Run, optimizer_step)
 
 # %% auto #0
 __all__ = ['nt_xent', 'substructure_nt_xent', 'PAHCL', 'build_pahcl', 'MomentumQueue', 'moco_loss', 'cross_nt_xent', 'pahcl_loss',
@@ -296,7 +296,7 @@ def validate(model, val_df, cfg:dict, batch_size:int, device, mom=None) -> dict:
     "Validation loss, alignment and uniformity on held-out subjects' cycles, with views fixed by the seed."
     if len(val_df) < 2: return {}
     dl, _ = contrastive_loader(val_df, cfg, batch_size, int(cfg['seed']), 0, False, 0)
-    model = _state(model); model.eval(); tot, n, z1s, z2s = 0., 0, [], []
+    model = unwrap(model); model.eval(); tot, n, z1s, z2s = 0., 0, [], []
     for batch in dl:
         if batch['view1'].shape[0] < 2: continue
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -318,7 +318,7 @@ def _pretrain_step(cfg:dict, run:Run, p:SimpleNamespace, batch:dict, ds, epoch:i
                             f"starting with {', '.join(files)}; {run.last if run.last.exists() else 'no checkpoint yet'} is the last good "
                             "checkpoint (kept). Lower training.learning_rate or check those cycles, then --resume")
     optimizer_step(r['loss'], p.opt, p.sched, p.scaler, p.model.parameters(), cfg['training']['grad_clip_norm'])
-    if p.mom is not None: p.mom.update(_state(p.model)); p.mom.enqueue(p.mom.pending[batch['view1'].shape[0]:])
+    if p.mom is not None: p.mom.update(unwrap(p.model)); p.mom.enqueue(p.mom.pending[batch['view1'].shape[0]:])
     return r
 
 def _pretrain_epoch(cfg:dict, run:Run, p:SimpleNamespace, train_df, epoch:int, workers:int) -> tuple:
@@ -342,7 +342,7 @@ def _pretrain_score(cfg:dict, run:Run, p:SimpleNamespace, row:dict, val_df, sets
     ev, last_epoch = cfg['evaluation'], cfg['training']['num_epochs'] - 1
     row.update(validate(p.ddp, val_df, cfg, p.bs, run.dev, p.mom))
     if sets and run.rank == 0 and (epoch % max(1, ev['knn_every']) == 0 or epoch == last_epoch):
-        knn = knn_scores(_state(p.model).encoder, sets, cfg['data']['target_length'], p.bs, run.dev, ev['knn_k'])
+        knn = knn_scores(unwrap(p.model).encoder, sets, cfg['data']['target_length'], p.bs, run.dev, ev['knn_k'])
         row.update({f'knn_{k}': v for k, v in knn.items()}); _v = [v for v in knn.values() if not math.isnan(v)]; row['knn_mean'] = float(np.mean(_v)) if _v else float('nan')
     higher = bool(sets)
     crit = row.get('knn_mean') if higher else row.get('val_loss', row['train_loss'])
@@ -356,7 +356,7 @@ def _pretrain_record(cfg:dict, run:Run, p:SimpleNamespace, row:dict, epoch:int, 
         if isinstance(v, float) and k != 'seconds': run.writer.add_scalar(f'epoch/{k}', v, epoch)
     run.writer.flush()
     run.log.info(f'epoch {epoch}: ' + ', '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}' for k, v in row.items() if k != 'epoch'))
-    m = _state(p.model)
+    m = unwrap(p.model)
     meta = dict(kind='pretrain', encoder=m.encoder, heads={'cycle_head': m.cycle_head, 'sub_head': m.sub_head},
                 config=cfg, epoch=epoch, metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
     run.save(epoch, meta, improved, cfg['training']['save_interval'], p.opt, p.sched, p.model, p.history,

@@ -19,7 +19,7 @@ from .ssm import reuse_freed_memory
 # %% auto #0
 __all__ = ['seed_everything', 'warmup_cosine', 'lr_scheduler', 'DeviceError', 'cuda_asked', 'init_distributed', 'is_distributed',
            'local_only', 'gather', 'reduce_mean', 'rank_offset', 'setup_logger', 'run_folder', 'discard_run_folder',
-           'cpu_count', 'loader_workers', 'use_amp', 'RunLimits', 'Run', 'optimizer_step']
+           'cpu_count', 'loader_workers', 'use_amp', 'unwrap', 'RunLimits', 'Run', 'optimizer_step']
 
 # %% ../nbs/08a_training.ipynb #5fc7be4c
 def seed_everything(seed:int):
@@ -131,7 +131,7 @@ def use_amp(asked:bool, dev:torch.device, log:logging.Logger) -> bool:
     if asked and dev.type != 'cuda': log.info('note: training.use_amp is true, but mixed precision runs on CUDA only: training in float32 on the CPU')
     return bool(asked) and dev.type == 'cuda'
 
-def _state(model:nn.Module) -> nn.Module:
+def unwrap(model:nn.Module) -> nn.Module:
     "The model inside a DDP wrapper (the model itself when there is none)."
     return model.module if hasattr(model, 'module') else model
 
@@ -223,7 +223,7 @@ class Run:
         if improved: save_checkpoint(self.out/'best_model.pt', **meta)
         if save_interval and (epoch + 1) % int(save_interval) == 0: save_checkpoint(self.out/f'epoch_{epoch + 1}.pt', **meta)
         save_checkpoint(self.last, **meta, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        extra=dict(model=_state(model).state_dict(), **extra, history=history, rng=torch.get_rng_state()))
+                        extra=dict(model=unwrap(model).state_dict(), **extra, history=history, rng=torch.get_rng_state()))
         write_atomic(self.out/'history.json', json.dumps(history, indent=1, default=float))
 
     def restore(self, model:nn.Module, opt, sched) -> dict|None:
@@ -232,7 +232,7 @@ class Run:
         if not self.last.exists():
             self.log.info(f'--resume: no {self.last} yet, starting from scratch'); return None
         ck = load_checkpoint(self.last)
-        _state(model).load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
+        unwrap(model).load_state_dict(ck['extra']['model']); opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler'])
         torch.set_rng_state(ck['extra']['rng'])
         self.log.info(f"resumed from {self.last} at epoch {ck['epoch'] + 1}")
         return ck
