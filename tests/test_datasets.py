@@ -95,7 +95,7 @@ def test_tasks_use_reader_classes():
         assert {renamed.get(c, c) for c in info['labels']} <= produced, task
 
 def test_demo_datasets_read_back(tmp_path):
-    "The synthetic demo datasets (chapter 01b) are written in the real layouts: the readers find them all, with no problem."
+    "The synthetic demo datasets (chapter 4) are written in the real layouts: the readers find them all, with no problem."
     demo = pytest.importorskip('pahcl.demo_data')
     counts = demo.make_demo_datasets(tmp_path, seed=1)
     assert set(find_datasets(tmp_path)) == set(DATASETS)

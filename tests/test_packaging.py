@@ -33,3 +33,18 @@ def test_ci_runs_the_readme_commands():
     ci = (ROOT/'.ci'/'run').read_text()
     assert 'make_readme.py --command setup' in ci and 'make_readme.py --command test' in ci
     assert 'make_readme.py --check' in ci and 'nbdev_export' in ci and 'nbdev_clean' in ci
+
+def test_each_chapter_imports_only_from_chapters_above_it():
+    "The reading order is the dependency order: a module imports (at the top or inside a function) only modules of earlier chapters."
+    import json, re
+    nbs = ROOT/'nbs'
+    order = {}
+    for p in sorted(nbs.glob('[0-9]*.ipynb')):
+        m = re.search(r'#\| default_exp (\w+)', p.read_text())
+        assert m, f'{p.name} exports no module'
+        order[m.group(1)] = int(p.stem.split('_')[0])
+    assert len(set(order.values())) == len(order), 'two chapters share a number'
+    for mod, i in order.items():
+        src = (ROOT/'pahcl'/f'{mod}.py').read_text()
+        deps = set(re.findall(r'from (?:pahcl)?\.(\w+) import', src)) | set(re.findall(r'from pahcl\.(\w+) import', src))
+        assert not [d for d in deps if d in order and order[d] >= i], f'{mod} (chapter {i}) imports {sorted(d for d in deps if order.get(d, -1) >= i)}'

@@ -4,7 +4,7 @@ Usage (after `pahcl bench quality --out OUT`, which leaves the task views, the p
 
     python tools/quality_fewshot_probe.py --out OUT [--ratio 0.1] [--seeds 42 0 1]
 
-For each task and seed it draws `ratio` of the training subjects with chapter 6's `few_shot` (the draw `fewshot10` trains
+For each task and seed it draws `ratio` of the training subjects with chapter 9's `few_shot` (the draw `fewshot10` trains
 on when the seed is the bench's), fits the bench's probe (`quality_probe`: standardised, class-balanced logistic regression,
 C picked on val by the primary metric, the decision line drawn on val) on the frozen PA-HCL encoder's embeddings of their
 cycles (at most the bench's `max_cycles` per recording) and prints the test primary metric beside the bench's `linear`,

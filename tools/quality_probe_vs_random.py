@@ -5,14 +5,14 @@ Usage (after `pahcl bench quality --out OUT`, which leaves the task views and th
     python tools/quality_probe_vs_random.py --out OUT [--variants pahcl cycle_only sub_only] [--checkpoints best_model.pt]
                                             [--random-seeds 0] [--crossfit] [--json FILE]
 
-For each task it fits chapter 14b's `demo_probes` probe (standardised, class-balanced logistic regression, C picked on the
+For each task it fits chapter 22's `demo_probes` probe (standardised, class-balanced logistic regression, C picked on the
 validation split by AUROC) on the frozen embeddings of every checkpoint `OUT/pretrain/<variant>/<checkpoint>` and of a
 random encoder built from the same model config with each of `--random-seeds`, all on the same training cycles, and
 scores them on the task's test split (the bench's capped view) at the task's level: the AUROC of each, and the
 paired-bootstrap 95 % interval of their difference; for tasks of three or more classes (PASCAL), also each class's AUROC
 against the rest, with the number of test units of each class; and, over all tasks, the mean AUROC difference with an
 interval whose bootstrap draws resample every task's units. `--crossfit` scores the validation split's subjects too
-(chapter 14a's `crossfit_probe_predictions`: the test subjects get the C chosen on validation, the validation subjects the
+(chapter 21's `crossfit_probe_predictions`: the test subjects get the C chosen on validation, the validation subjects the
 C chosen on test), which doubles the units of a comparison that the test split alone leaves wide. A random encoder is one draw of many, so give several seeds to see
 how far its probe moves from one draw to the next. Any pretraining run of the same architecture placed under
 OUT/pretrain can be compared, e.g. a longer one with epoch checkpoints (`pahcl pretrain ... --set training.save_interval=5`).

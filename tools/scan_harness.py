@@ -3,7 +3,7 @@
     python tools/scan_harness.py                    # 16 batch rows of the guide's shape: one thread's share of a call
     python tools/scan_harness.py --rounds 5 --rows 16 --tokens 250 --channels 512 --states 16 --rank 16
 
-It writes the kernel source of the installed `pahcl` (`pahcl/csrc/selective_scan.cpp`, chapter 6a) next to a small C++ `main` that calls
+It writes the kernel source of the installed `pahcl` (`pahcl/csrc/selective_scan.cpp`, chapter 10) next to a small C++ `main` that calls
 `scan_fwd` and `scan_bwd` as the Mamba block does (Δ formed in the kernel from the low-rank step, softplus, D, the z gate
 read from rows twice as wide as u), builds it with the kernel's own compiler and flags (`pahcl.kernel`) and prints the best forward and backward
 times of `--rounds` rounds of 7 runs. No Python, PyTorch or thread pool is timed, so two versions of the kernel can be
