@@ -8,12 +8,13 @@ import ctypes, dataclasses, functools, hashlib, os, platform, re, shutil, subpro
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 import torch
 
 # %% auto #0
-__all__ = ['WORK_SPLIT', 'SIGNATURES', 'CXX_FLAGS', 'kernel_source', 'In', 'Out', 'Int', 'Real', 'SsmFwd', 'SsmBwd', 'ConvFwd',
-           'ConvBwd', 'RmsFwd', 'RmsBwd', 'argtypes', 'c_args', 'cpp_entry_points', 'signature_drift', 'find_compiler',
-           'load_scan_kernel', 'run_kernel', 'channel_slices', 'scan_fwd', 'scan_bwd']
+__all__ = ['In', 'Out', 'Int', 'Real', 'WORK_SPLIT', 'SIGNATURES', 'CXX_FLAGS', 'kernel_source', 'Kind', 'SsmFwd', 'SsmBwd',
+           'ConvFwd', 'ConvBwd', 'RmsFwd', 'RmsBwd', 'argtypes', 'c_args', 'cpp_entry_points', 'signature_drift',
+           'find_compiler', 'load_scan_kernel', 'run_kernel', 'channel_slices', 'scan_fwd', 'scan_bwd']
 
 # %% ../nbs/10_kernel.ipynb #37efe77b
 def kernel_source() -> str:
@@ -24,23 +25,17 @@ def kernel_source() -> str:
 _KERNEL_SRC = kernel_source()
 
 # %% ../nbs/10_kernel.ipynb #3de87ef1
-class In:
-    "A tensor the kernel reads (`const T*`): its data pointer; `None` passes a null pointer (an absent option)."
-    cdecl, ctype = 'const T*', ctypes.c_void_p
+class Kind(NamedTuple):
+    "How one C parameter is passed: its declaration in the C++ source and its ctypes type."
+    name: str
+    cdecl: str
+    ctype: type
 
-class Out:
-    "A tensor the kernel writes (`T*`): its data pointer; `None` passes a null pointer (a gradient not wanted)."
-    cdecl, ctype = 'T*', ctypes.c_void_p
-
-class Int:
-    "A size, stride or flag (`int64_t`); `True`/`False` pass as 1/0."
-    cdecl, ctype = 'int64_t', ctypes.c_int64
-
-class Real:
-    "A scalar (`double`), whatever `T` is."
-    cdecl, ctype = 'double', ctypes.c_double
-
-_KINDS = {k.__name__: k for k in (In, Out, Int, Real)}
+In = Kind('In', 'const T*', ctypes.c_void_p)     # a tensor the kernel reads: its data pointer; None passes a null pointer (an absent option)
+Out = Kind('Out', 'T*', ctypes.c_void_p)         # a tensor the kernel writes; None passes a null pointer (a gradient not wanted)
+Int = Kind('Int', 'int64_t', ctypes.c_int64)     # a size, stride or flag; True/False pass as 1/0
+Real = Kind('Real', 'double', ctypes.c_double)   # a scalar, whatever T is
+_KINDS = {k.name: k for k in (In, Out, Int, Real)}
 
 # %% ../nbs/10_kernel.ipynb #8a93c38a
 WORK_SPLIT = ('nt', 'i0', 'i1')      # the trailing arguments of every entry point: threads, first and last work item
@@ -160,7 +155,7 @@ _ENTRY = {sig: name for name, sig in SIGNATURES.items()}
 @functools.lru_cache(maxsize=None)
 def _fields(sig:type) -> tuple:
     "(name, kind) of each field of signature class `sig`, in order."
-    return tuple((f.name, _KINDS[getattr(f.type, '__name__', f.type)]) for f in dataclasses.fields(sig))
+    return tuple((f.name, _KINDS[f.type]) for f in dataclasses.fields(sig))
 
 def argtypes(sig:type) -> list:
     "The `ctypes` argument types of the entry point `sig` describes, the work split included."
