@@ -484,14 +484,17 @@ def _bench_quality_flags(p):
     add_flags(p, preset='the model (default tiny)')
     p.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='the time budget')
     p.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='cycles per recording in val/test (0: all)')
+    p.add_argument('--folds', type=int, default=5, help='subject-level cross-validation folds, each subject tested once (1: one seeded split)')
 
 @command('bench quality', 'the real-data benchmark: PA-HCL against baselines in a time budget', _bench_quality_flags)
 def cmd_bench_quality(args) -> int:
     "The real-data benchmark: PA-HCL pretraining against its baselines on each task, within a time budget, with intervals."
     from pahcl.studies import bench_quality, format_quality
+    if args.folds < 1: raise ConfigError(f'--folds {args.folds}: give 1 (one seeded split) or more (cross-validation)')
     if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
     res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
-                        preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks)
+                        preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks,
+                        folds=args.folds)
     if not args.json:
         print(format_quality(res)); print()
         for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")

@@ -361,12 +361,20 @@ def _time_steps_of(step, n:int=3) -> float:
 
 
 # %% ../nbs/20_speed.ipynb #9007e1dc
+def _endless(make):
+    "The batches of the loader `make()` returns, over and over (a small training set has fewer batches than the timing needs)."
+    while True:
+        n = 0
+        for b in make(): n += 1; yield b
+        if not n: raise ValueError('the pretraining set is smaller than one batch: there is nothing to time')
+
 def pretrain_rate(cfg:dict, train_df:pd.DataFrame) -> float:
     "Training steps per second of PA-HCL pretraining with `cfg` (batch of real cycles and augmentations, no workers)."
     from pahcl.pretrain import build_pahcl, pahcl_loss, contrastive_loader
     torch.manual_seed(0)
     model = build_pahcl(cfg); opt = adamw(model.parameters(), lr=1e-4)
-    it = iter(contrastive_loader(train_df, cfg, int(cfg['training']['batch_size']), 0, 0, True)[0])
+    bs = int(cfg['training']['batch_size'])
+    it = _endless(lambda: contrastive_loader(train_df, cfg, bs, 0, 0, len(train_df) >= bs)[0])   # fewer cycles than a batch: one short batch
     def step():
         r = pahcl_loss(model, next(it), cfg['loss'], None)
         opt.zero_grad(); r['loss'].backward(); opt.step()

@@ -101,9 +101,11 @@ def _done(r, name:str):
     r.stages[name] = round((time.perf_counter() - r.t) / 60, 2); r.t = time.perf_counter()
     r.say(f'      {name}: {r.stages[name]} min (total {r.budget.elapsed() / 60:.1f} of {r.budget_minutes} min)')
 
-def _score(r, task:str, df, prob, ci:bool=False) -> dict:
-    "`quality_metrics` of class probabilities `prob` of the cycles `df` (with the primary metric's interval when `ci`)."
+def _score(r, task:str, df, prob, ci:bool=False, keep:str|None=None) -> dict:
+    """`quality_metrics` of class probabilities `prob` of the cycles `df` (with the primary metric's interval when `ci`);
+    `keep`: a method's test predictions, kept for the pooled and paired scores."""
     pr = cycle_predictions(df, prob, r.lmap[task]); m = quality_metrics(evaluate_predictions(pr, task, r.lmap[task]), task)
+    if keep: r.preds[task].setdefault(keep, []).append(pr)
     return dict(m, primary_ci=primary_interval(pr, task, r.lmap[task], seed=r.seed)) if ci else m
 
 def _record(r, task:str, method:str, m:dict, minutes:float, ext_m=None):
@@ -113,16 +115,25 @@ def _record(r, task:str, method:str, m:dict, minutes:float, ext_m=None):
     r.say(f"      {task} {method}: test {m['primary_metric']} {m['primary']:.3f}")
 
 # %% ../nbs/22_studies.ipynb #aec2c75f
-def _quality_data(r, tasks):
-    "Stage 1: preprocess and prepare `r.data_root`, capped views of the tasks, their splits, label maps and counts; the external recordings."
-    from pahcl.config import list_tasks
+def _quality_preprocess(r):
+    "Stage 1, once for every fold: preprocess `r.data_root` (and the external recordings of `r.test_root`)."
     from pahcl.preprocess import preprocess
+    r.processed = r.out/'processed'
+    r.say(f'[1/5] preprocess {r.data_root} -> {r.processed}')
+    r.pst = preprocess(r.data_root, r.processed, num_workers=r.workers, progress=False)
+    if r.test_root:
+        r.say(f'      external recordings: preprocess {r.test_root}')
+        preprocess(r.test_root, r.out/'external'/'processed', num_workers=r.workers, progress=False)
+
+def _quality_tasks(r, tasks, fold=None):
+    """Stage 1 of a split: the tasks in `r.root` (fold f of k with `fold=(f, k)`), capped views, splits, label maps and counts;
+    the external tables (scored on the first fold's models only)."""
+    from pahcl.config import list_tasks
     from pahcl.tasks import prepare, SPLITS
     from pahcl.data import read_split, task_info_json
-    r.processed, r.downstream, r.views = r.out/'processed', r.out/'downstream', r.out/'tasks'
-    r.say(f'[1/5] preprocess {r.data_root} -> {r.processed}, prepare the tasks (seed {r.seed})')
-    r.pst = preprocess(r.data_root, r.processed, num_workers=r.workers, progress=False)
-    summary = prepare('all', r.data_root, r.processed, r.downstream, seed=r.seed)
+    r.downstream, r.views = r.root/'downstream', r.root/'tasks'
+    r.say(f'      prepare the tasks (seed {r.seed}' + (f', fold {fold[0] + 1} of {fold[1]})' if fold else ')'))
+    summary = prepare('all', r.data_root, r.processed, r.downstream, seed=r.seed, fold=fold)
     r.tasks = [x for x in (tasks or list_tasks()) if x in summary]
     if not r.tasks: raise ValueError(f'{r.data_root}: none of the tasks could be prepared (need the raw CirCor, PhysioNet 2016 or PASCAL layouts)')
     for x in r.tasks: bench_view(r.downstream/x, r.views/x, r.max_cycles)
@@ -130,16 +141,14 @@ def _quality_data(r, tasks):
     r.lmap = {x: task_info_json(r.views/x)['label_map'] for x in r.tasks}
     r.counts = {x: {s: dict(subjects=int(d.subject.nunique()), recordings=int(d.recording.nunique()), cycles=len(d))
                     for s, d in r.sp[x].items()} for x in r.tasks}
-    r.ext = {}
-    if r.test_root:
-        r.say(f'      external recordings: preprocess {r.test_root}')
-        preprocess(r.test_root, r.out/'external'/'processed', num_workers=r.workers, progress=False)
-        r.ext = external_tables(r.test_root, r.out/'external'/'processed', r.tasks, r.max_cycles, [])
-        for x, d in r.ext.items():
-            seen = set(pd.concat(r.sp[x].values()).recording)         # the same recording in both roots would flatter the scores
-            r.counts.setdefault('external', {})[x] = dict(subjects=int(d.subject.nunique()), recordings=int(d.recording.nunique()),
-                                                          cycles=len(d), also_in_data_root=int(d[d.recording.isin(seen)].recording.nunique()))
+    first = not fold or fold[0] == 0
+    r.ext = external_tables(r.test_root, r.out/'external'/'processed', r.tasks, r.max_cycles, []) if r.test_root and first else {}
+    for x, d in r.ext.items():
+        seen = set(pd.concat(r.sp[x].values()).recording)         # the same recording in both roots would flatter the scores
+        r.counts.setdefault('external', {})[x] = dict(subjects=int(d.subject.nunique()), recordings=int(d.recording.nunique()),
+                                                      cycles=len(d), also_in_data_root=int(d[d.recording.isin(seen)].recording.nunique()))
     r.res, r.res_ext = {x: {} for x in r.tasks}, {x: {} for x in r.ext}
+    for x in r.tasks: r.preds.setdefault(x, {})
     _done(r, 'data')
 
 # %% ../nbs/22_studies.ipynb #09c47116
@@ -157,7 +166,9 @@ def _quality_classical(r):
             for rec in read_dataset(name, root)[0]: paths['ext:' + _rec_key(name, recording_dir(rec, '/')/'c.npy')] = rec.path
     need = {k for x in r.tasks for d in r.sp[x].values() for k in (_rec_key(task_info(x)['dataset'], p) for p in d.path)}
     need |= {'ext:' + _rec_key(task_info(x)['dataset'], p) for x, d in r.ext.items() for p in d.path}
-    feats = classical_features({k: paths[k] for k in need if k in paths}, r.workers)
+    r.feats = getattr(r, 'feats', {})                  # a recording's features are the same in every fold: computed once
+    r.feats.update(classical_features({k: paths[k] for k in need - set(r.feats) if k in paths}, r.workers))
+    feats = r.feats
     for x in r.tasks:
         t1, ds = time.perf_counter(), task_info(x)['dataset']
         recs = {}
@@ -171,7 +182,7 @@ def _quality_classical(r):
             u = r.ext[x].drop_duplicates('recording').copy(); u['key'] = ['ext:' + _rec_key(ds, p) for p in u.path]
             u = u[u.key.isin(feats)].reset_index(drop=True)
             if len(u): e = _score(r, x, u, probe(np.stack([feats[k] for k in u.key])), ci=True)
-        _record(r, x, 'classical', dict(_score(r, x, recs['test'], probe(X['test']), ci=True), C=C, offsets=b),
+        _record(r, x, 'classical', dict(_score(r, x, recs['test'], probe(X['test']), ci=True, keep='classical'), C=C, offsets=b),
                 (time.perf_counter() - t1) / 60, e)
     _done(r, 'classical')
 
@@ -182,8 +193,6 @@ def _quality_pretrain(r):
     from pahcl.pretrain import pretrain, pretrain_splits
     from pahcl.training import RunLimits
     from pahcl.models import apply_preset
-    r.W = dict(pretrain=0.14, probes=0.10, run=0.04)
-    r.left = 3 * r.W['pretrain'] + r.W['probes'] + 3 * len(r.tasks) * r.W['run']
     pbase = ['training.num_workers=0', 'training.warmup_epochs=1', 'evaluation.knn_max_train=1000',
              'evaluation.knn_max_val=500', f'seed={r.seed}']
     pcfg = apply_preset(load_config('pretrain', sets=pbase), r.preset)
@@ -201,7 +210,7 @@ def _quality_pretrain(r):
         epochs, steps = plan_steps(prate, share, max(1, len(ptrain) // bs), p_over, min_epochs=3, max_epochs=100)
         cfg = apply_preset(load_config('pretrain', sets=pbase + extra), r.preset)
         t1 = time.perf_counter()
-        ps = pretrain(cfg, r.processed, r.out/'pretrain'/v, epochs=epochs, exclude_tasks_dir=r.downstream, device='cpu', quiet=True, overwrite=True,
+        ps = pretrain(cfg, r.processed, r.root/'pretrain'/v, epochs=epochs, exclude_tasks_dir=r.downstream, device='cpu', quiet=True, overwrite=True,
                       limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share, mid_epoch_stop=True))
         r.ckpt[v] = ps['best_model']
         r.pinfo[v] = dict(epochs=ps['epochs'], steps_per_epoch=steps, planned_epochs=epochs, criterion=ps['criterion'], best=ps['best'],
@@ -231,7 +240,8 @@ def _quality_probes(r):
             Z = {s: emb(ds, d[s]) for s in SPLITS}
             probe, C, b = quality_probe(Z['train'], d['train'].label_id.to_numpy(int), Z['val'], d['val'], x, r.lmap[x], r.seed)
             e = _score(r, x, r.ext[x], probe(emb('ext:' + ds, r.ext[x])), ci=True) if x in r.ext else None
-            _record(r, x, method, dict(_score(r, x, d['test'], probe(Z['test']), ci=True), C=C, offsets=b), (time.perf_counter() - t1) / 60, e)
+            _record(r, x, method, dict(_score(r, x, d['test'], probe(Z['test']), ci=True, keep=method), C=C, offsets=b),
+                    (time.perf_counter() - t1) / 60, e)
     _done(r, 'probes')
 
 # %% ../nbs/22_studies.ipynb #a3ec8312
@@ -249,12 +259,14 @@ def _quality_run(r, x:str, method:str, rate:float, fbs:int):
                       + (['training.encoder_lr_scale=1.0'] if method == 'scratch' else []))   # a random encoder has nothing to preserve
     t1 = time.perf_counter()
     fin = finetune(cfg, x, pretrained=None if method == 'scratch' else r.ckpt['pahcl'], from_scratch=method == 'scratch',
-                   data_dir=r.views, output_dir=r.out/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
+                   data_dir=r.views, output_dir=r.root/'runs', experiment_name=method, few_shot_ratio=0.1 if method == 'fewshot10' else None,
                    device='cpu', preset=r.preset if method == 'scratch' else None, quiet=True, overwrite=True,
                    limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=share * 0.9, mid_epoch_stop=True))
-    rd = run_dir(r.out/'runs', x, method)
+    rd = run_dir(r.root/'runs', x, method)
     m = quality_metrics({k[5:]: v for k, v in fin.items() if k.startswith('test_')}, x)
-    m['primary_ci'] = primary_interval(pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str}), x, r.lmap[x], seed=r.seed)
+    pred = pd.read_csv(rd/'predictions_test.csv', dtype={'subject': str, 'recording': str})
+    m['primary_ci'] = primary_interval(pred, x, r.lmap[x], seed=r.seed)
+    r.preds[x].setdefault(method, []).append(pred)
     e = None
     if x in r.ext:                                # the kept checkpoint carries the run's decision offsets in its output bias
         model, _ = load_finetuned(rd/'best_model.pt' if (rd/'best_model.pt').exists() else rd/'final_model.pt')
@@ -275,42 +287,92 @@ def _quality_finetune(r):
         for method in ('scratch', 'finetune', 'fewshot10'): _quality_run(r, x, method, rate, fbs)
     _done(r, 'finetune')
 
+# %% ../nbs/22_studies.ipynb #b85fbf7e
+def _quality_fold(r, tasks, fold=None) -> dict:
+    "Stages 1–5 on one split (fold f of k with `fold=(f, k)`, else the seeded split); its figures, counts and stage minutes."
+    _quality_tasks(r, tasks, fold)
+    k, f = (fold[1], fold[0]) if fold else (1, 0)
+    r.left = (k - f) * (3 * r.W['pretrain'] + r.W['probes'] + 3 * len(r.tasks) * r.W['run'])   # this fold and the ones after it
+    _quality_classical(r)
+    _quality_pretrain(r)
+    _quality_probes(r)
+    _quality_finetune(r)
+    return dict(tasks=r.res, external=r.res_ext, counts=r.counts, pretrain=r.pinfo, stages=r.stages)
+
+def _quality_pooled(r) -> tuple:
+    """Each method scored on the pooled test predictions of every fold (every subject once), and paired against `finetune` and
+    `scratch` on the same units: (pooled, paired), `paired[task][method]['vs_finetune'] = dict(auroc_diff, ci)`."""
+    pooled, paired = {}, {}
+    for x, by_method in r.preds.items():
+        cat = {m: pd.concat(frames, ignore_index=True) for m, frames in by_method.items()}
+        pooled[x] = {m: dict(quality_metrics(evaluate_predictions(p, x, r.lmap[x]), x), primary_ci=primary_interval(p, x, r.lmap[x], seed=r.seed))
+                     for m, p in cat.items()}
+        paired[x] = {m: {f'vs_{b}': _paired(p, cat[b], x, r.lmap[x], r.seed) for b in ('finetune', 'scratch') if b in cat and b != m}
+                     for m, p in cat.items()}
+    return pooled, paired
+
+def _paired(a:pd.DataFrame, b:pd.DataFrame, task:str, lmap:dict, seed:int) -> dict:
+    "AUROC of `a` − AUROC of `b` with its paired-bootstrap interval, over the units both score (a unit one method lost is left out)."
+    key = 'subject' if SCORING_LEVEL[task] == 'patient' else 'recording'
+    both = set(a[key]) & set(b[key])
+    diff, ci = paired_auroc_difference(a[a[key].isin(both)], b[b[key].isin(both)], task, lmap, seed=seed)
+    return dict(auroc_diff=diff, ci=ci, units=len(both))
+
 # %% ../nbs/22_studies.ipynb #36c6ccfc
-def _quality_report(r) -> dict:
-    "The result of a quality run (methods in `QUALITY_METHODS` order, counts, stages, targets), written to quality.json and quality.md."
+def _quality_report(r, folds:list) -> dict:
+    """The result of a quality run (methods in `QUALITY_METHODS` order, counts, stages, targets, paired differences), written
+    to quality.json and quality.md. With several folds, `tasks` is the pooled out-of-fold score (also `pooled`), `folds` each
+    fold's own figures, and the counts' test split is every fold's together."""
     order = lambda d: {x: {m: d[x][m] for m in QUALITY_METHODS if m in d[x]} for x in d}
-    result = dict(tasks=order(r.res), external=order(r.res_ext), minutes=round(r.budget.elapsed() / 60, 2), counts=r.counts,
-                  seed=r.seed, preset=r.preset, budget_minutes=r.budget_minutes, max_cycles=r.max_cycles, stages=r.stages, pretrain=r.pinfo,
+    pooled, paired = _quality_pooled(r)
+    first = folds[0]
+    tasks, counts, stages = first['tasks'], first['counts'], first['stages']
+    if len(folds) > 1:
+        tasks, counts = pooled, json.loads(json.dumps(first['counts']))
+        for x in r.tasks:
+            counts[x]['test'] = {k: sum(f['counts'][x]['test'][k] for f in folds) for k in ('subjects', 'recordings', 'cycles')}
+        stages = {k: round(sum(f['stages'].get(k, 0) for f in folds), 2) for k in first['stages']}
+    result = dict(tasks=order(tasks), external=order(first['external']), minutes=round(r.budget.elapsed() / 60, 2), counts=counts,
+                  seed=r.seed, preset=r.preset, budget_minutes=r.budget_minutes, max_cycles=r.max_cycles, stages=stages, pretrain=first['pretrain'],
                   preprocess=dict(recordings=r.pst['total'].get('recordings'), cycles=r.pst['total'].get('cycles')),
                   data_root=str(r.data_root), test_root=str(r.test_root) if r.test_root else None, anchors=ANCHORS,
-                  torch=torch.__version__, threads=torch.get_num_threads())
+                  torch=torch.__version__, threads=torch.get_num_threads(), paired=paired)
+    if len(folds) > 1:
+        result.update(pooled=order(pooled), folds=[dict(f, tasks=order(f['tasks']), external=order(f['external'])) for f in folds])
     result['targets'] = quality_targets(result)
     write_atomic(r.out/'quality.json', json.dumps(result, indent=1, default=float))
     write_atomic(r.out/'quality.md', format_quality(result) + '\n')
     return result
 
 def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes:float=60, preset:str='tiny', seed:int=42,
-                  max_cycles:int|None=20, workers:int=2, tasks=None, verbose:bool=True) -> dict:
+                  max_cycles:int|None=20, workers:int=2, tasks=None, folds:int=5, verbose:bool=True) -> dict:
     """The quality benchmark: preprocess and prepare `data_root`, pretrain PA-HCL (and its two ablations) on the training
-    subjects, and score the seven `QUALITY_METHODS` per task on the test split (and on `test_root`'s recordings); within
-    `budget_minutes`. Writes `out/quality.json` and `out/quality.md`; returns the result dict."""
+    subjects, and score the seven `QUALITY_METHODS` per task on the test subjects (and on `test_root`'s recordings); within
+    `budget_minutes`. `folds=1`: one seeded train/val/test split. `folds` > 1 (the default, 5): a subject-level stratified k-fold cross-validation, every subject a test subject
+    once, pretraining on each fold's training subjects only, the methods scored on the pooled out-of-fold predictions.
+    Every method is paired against `finetune` and `scratch` on the same units. Writes `out/quality.json` and `out/quality.md`."""
+    if int(folds) < 1: raise ValueError(f'folds must be 1 (one seeded split) or more, got {folds}')
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     r = SimpleNamespace(data_root=data_root, test_root=test_root, out=Path(out), budget=_Budget(budget_minutes * 60),
-                        budget_minutes=budget_minutes, preset=preset, seed=seed, max_cycles=max_cycles, workers=workers, say=say)
+                        budget_minutes=budget_minutes, preset=preset, seed=seed, max_cycles=max_cycles, workers=workers, say=say,
+                        W=dict(pretrain=0.14, probes=0.10, run=0.04), preds={})
     r.out.mkdir(parents=True, exist_ok=True)
     r.stages, r.t = {}, time.perf_counter()
-    _quality_data(r, tasks)
-    _quality_classical(r)
-    _quality_pretrain(r)
-    _quality_probes(r)
-    _quality_finetune(r)
-    return _quality_report(r)
+    _quality_preprocess(r)
+    per_fold = []
+    for f in range(int(folds)):
+        if f: r.stages = {}
+        r.root = r.out if folds == 1 else r.out/f'fold{f}'
+        if folds > 1: say(f'== fold {f + 1} of {folds}')
+        per_fold.append(_quality_fold(r, tasks, (f, int(folds)) if folds > 1 else None))
+    return _quality_report(r, per_fold)
 
 # %% ../nbs/22_studies.ipynb #ae6bfaba
 def format_quality(res:dict) -> str:
     "The benchmark's result as Markdown tables (one per task, and per external task)."
     lines = [f"seed {res['seed']}, preset {res['preset']}, budget {res['budget_minutes']} min, spent {res['minutes']} min, "
-             f"at most {res['max_cycles']} cycles per recording in val/test"]
+             f"at most {res['max_cycles']} cycles per recording in val/test"
+             + (f"; {len(res['folds'])}-fold cross-validation, every figure on the pooled out-of-fold predictions" if res.get('folds') else '')]
     for part in ('tasks', 'external'):
         for task, methods in (res.get(part) or {}).items():
             if not methods: continue
@@ -327,7 +389,15 @@ def format_quality(res:dict) -> str:
                 cell = lambda k: ('–' if v.get(k) is None else f'{v[k]:.3f}' if isinstance(v[k], float) else str(v[k])) + \
                                  (f" [{v['primary_ci'][0]:.2f}, {v['primary_ci'][1]:.2f}]" if k == 'primary' and v.get('primary_ci') else '')
                 lines.append(f'| {m} | ' + ' | '.join(cell(k) for k in keys) + ' |')
+            if part == 'tasks': lines += _paired_lines((res.get('paired') or {}).get(task) or {})
     return '\n'.join(lines)
+
+def _paired_lines(paired:dict) -> list:
+    "Markdown rows of each method's paired AUROC difference against finetune and scratch, with its 95 % interval."
+    if not paired: return []
+    d = lambda v: '–' if not v else f"{v['auroc_diff']:+.3f} [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}]"
+    return ['', '| paired AUROC difference | vs finetune | vs scratch |', '|---|---|---|'] + \
+           [f"| {m} | {d(v.get('vs_finetune'))} | {d(v.get('vs_scratch'))} |" for m, v in paired.items()]
 
 def quality_targets(res:dict) -> dict:
     "The quality benchmark's targets against the result: {target: dict(met=bool, detail=...)}."

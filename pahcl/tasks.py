@@ -57,20 +57,40 @@ def recording_label(task:str, labels:dict) -> str | None:
     raise PrepareError(f"unknown task {task!r}; known tasks: {', '.join(list_tasks())}")
 
 # %% ../nbs/08_tasks.ipynb #8511d655
-def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15)) -> np.ndarray:
-    "Split name ('train'/'val'/'test') of each item, by subject, stratified on `labels`, seeded."
+def _fold_slots(klass:dict, rng, k:int) -> dict:
+    "Subject -> fold (0..k-1): each class's subjects, shuffled, dealt round-robin, each class starting where the last stopped."
+    slot, start = {}, 0
+    for lab in sorted(set(klass.values())):
+        subs = sorted(s for s, l in klass.items() if l == lab)
+        for i, j in enumerate(rng.permutation(len(subs))): slot[subs[j]] = (start + i) % k
+        start += len(subs)
+    return slot
+
+def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold:tuple|None=None) -> np.ndarray:
+    """Split name ('train'/'val'/'test') of each item, by subject, stratified on `labels`, seeded. `fold=(f, k)`: the
+    test subjects are fold f of a stratified k-fold instead (each subject is a test subject in exactly one of the k), and
+    the others go to train and val in the ratio of `ratios`' first two."""
     y, g = np.asarray(labels).astype(str), np.asarray(subjects).astype(str)
     r = np.asarray(ratios, dtype=float)
     if r.shape != (3,) or (r <= 0).any(): raise PrepareError(f"ratios must be three positive numbers (train, val, test), got {tuple(ratios)}")
     r = r/r.sum()
     if len(set(g)) < 3: raise PrepareError(f"only {len(set(g))} subject(s): at least 3 are needed for train, val and test")
+    if fold is not None and not (len(fold) == 2 and fold[1] >= 2 and 0 <= fold[0] < fold[1]):
+        raise PrepareError(f"fold must be (f, k) with k >= 2 and 0 <= f < k, got {fold}")
     by_subject = {}
     for s, l in zip(g, y): by_subject.setdefault(s, Counter())[l] += 1
     klass = {s: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for s, c in by_subject.items()}
     rng = np.random.default_rng(seed)
+    slot = _fold_slots(klass, rng, fold[1]) if fold else None
     where = {}
     for lab in sorted(set(klass.values())):
         subs = sorted(s for s, l in klass.items() if l == lab)
+        if fold:                                        # the fold's test subjects, then val from the rest
+            test, rest = [s for s in subs if slot[s] == fold[0]], [s for s in subs if slot[s] != fold[0]]
+            rest = [rest[i] for i in rng.permutation(len(rest))]
+            n_val = max(1, int(round(len(rest) * r[1] / (r[0] + r[1])))) if len(rest) >= 2 else 0
+            where.update({s: 'test' for s in test}, **{s: 'val' if i < n_val else 'train' for i, s in enumerate(rest)})
+            continue
         subs = [subs[i] for i in rng.permutation(len(subs))]
         n = len(subs)
         n_test, n_val = (max(1, int(round(n*r[2]))), max(1, int(round(n*r[1])))) if n >= 3 else (int(n >= 2), 0)
@@ -198,8 +218,8 @@ LABEL_FILES = {'circor': "training_data.csv (or the #Murmur: and #Outcome: lines
                'physionet2016': "REFERENCE.csv of each training-* folder", 'pascal': "set_a.csv / set_b.csv"}
 
 def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, copy:bool=False, ratios=(0.7, 0.15, 0.15),
-                 sources:dict|None=None, verbose:bool=False, strict:bool=False) -> dict:
-    "Split, link and describe one `task` from `recs`; writes `<output_dir>/<task>` atomically and returns its summary."
+                 sources:dict|None=None, verbose:bool=False, strict:bool=False, fold:tuple|None=None) -> dict:
+    "Split, link and describe one `task` from `recs` (`fold=(f, k)`: fold f of a k-fold, see `split_subjects`); writes `<output_dir>/<task>` atomically and returns its summary."
     info = task_info(task)
     problems = []
     df, left = task_table(task, recs, processed_dir, problems)
@@ -214,7 +234,7 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
         n = len({r.subject for r in recs if recording_label(task, r.labels) is None})
         _warn(f"{task}: {n} patient(s) have no {'Outcome' if task == 'circor_outcome' else 'Murmur'} label; they are skipped")
     per_rec = df.drop_duplicates('recording')[['recording', 'subject', 'label']]
-    split = dict(zip(per_rec.recording, split_subjects(per_rec.label.values, per_rec.subject.values, seed, ratios)))
+    split = dict(zip(per_rec.recording, split_subjects(per_rec.label.values, per_rec.subject.values, seed, ratios, fold)))
     df['split'] = df.recording.map(split)
     n_subj = df.drop_duplicates('subject').label.value_counts()
     for lab in info['labels']:
@@ -243,7 +263,7 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
                    num_classes=info['num_classes'], counts=counts, class_weights=weights, seed=seed, ratios=list(ratios),
                    split_by='subject', primary_metric=info['primary_metric'], label_rule=LABEL_RULES[task],
                    source=dict(processed_dir=str(processed_dir), **(sources or {})),
-                   files='copy' if modes.get('copy') else 'hardlink', left_out=left)
+                   files='copy' if modes.get('copy') else 'hardlink', left_out=left, **({'fold': list(fold)} if fold else {}))
         (tmp/'task_config.json').write_text(json.dumps(cfg, indent=2) + '\n')
         check_leakage(tmp)
         replace_dir(tmp, final)
@@ -256,8 +276,8 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
 
 # %% ../nbs/08_tasks.ipynb #a75e3c99
 def prepare(dataset:str='all', raw_dir='data/raw', processed_dir='data/processed', output_dir='data/downstream', seed:int=42,
-            copy:bool=False, ratios=(0.7, 0.15, 0.15), verbose:bool=False, strict:bool=False) -> dict:
-    "Build the downstream tasks of `dataset` ('all' or one dataset) under `output_dir`; a summary per task. `strict`: the first problem is an error."
+            copy:bool=False, ratios=(0.7, 0.15, 0.15), verbose:bool=False, strict:bool=False, fold:tuple|None=None) -> dict:
+    "Build the downstream tasks of `dataset` ('all' or one dataset) under `output_dir`; a summary per task. `strict`: the first problem is an error; `fold=(f, k)`: the split is fold f of a subject-level k-fold."
     names = list(DATASETS) if dataset == 'all' else [canonical_name(dataset)]
     processed = Path(processed_dir)
     if not processed.is_dir() or not any(_has_cycles(processed/n) for n in names):
@@ -284,7 +304,7 @@ def prepare(dataset:str='all', raw_dir='data/raw', processed_dir='data/processed
         if orphans: _warn(f"{name}: {len(orphans)} processed recording(s) have no labels in {found[name]} (e.g. {orphans[0]}); skipped")
         for task in DATASET_TASKS[name]:
             summary[task] = prepare_task(task, recs, processed, output_dir, seed=seed, copy=copy, ratios=ratios,
-                                         sources=dict(raw_dir=str(found[name])), verbose=verbose, strict=strict)
+                                         sources=dict(raw_dir=str(found[name])), verbose=verbose, strict=strict, fold=fold)
     if not summary: raise PrepareError(f"nothing to prepare: none of {', '.join(names)} has both a raw folder in {raw_dir} "
                                        f"and processed cycles in {processed}")
     return summary

@@ -2,6 +2,7 @@
 the guide's encoder against the arithmetic done by hand."""
 import math
 import pytest
+import pandas as pd
 import torch
 from pahcl.speed import bench_encoder, encoder_flops, matmul_flops, mambapy_layer
 from pahcl.models import MODEL_PRESETS, build_encoder
@@ -78,7 +79,7 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     ext = tmp_path/'ext'
     make_physionet2016(ext/'physionet2016', n_records={'training-e': (5, 5, (6, 7))}, seed=11)
     r = pahcl('bench', 'quality', '--data-root', tiny_demo['raw'], '--test-root', ext, '--budget-minutes', '1',
-              '--tasks', 'physionet2016', 'pascal', '--out', tmp_path/'q', '--json', timeout=1200)
+              '--tasks', 'physionet2016', 'pascal', '--folds', '1', '--out', tmp_path/'q', '--json', timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(res['tasks']) == {'physionet2016', 'pascal'}
@@ -99,7 +100,10 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     assert res['counts']['pretrain']['excluded_subjects'] > 0            # downstream val/test subjects never pretrained on
     assert set(res['stages']) == {'data', 'classical', 'pretrain', 'probes', 'finetune'} and res['minutes'] > 0
     assert set(res['pretrain']) == {'pahcl', 'cycle_only', 'sub_only'}
-    assert (tmp_path/'q'/'quality.md').read_text().count('| classical |') == 3
+    assert (tmp_path/'q'/'quality.md').read_text().count('| classical |') == 5   # 2 tasks, the external set, 2 paired tables
+    for task in ('pascal', 'physionet2016'):                              # every method paired with finetune and scratch, one split
+        p = res['paired'][task]['classical']['vs_finetune']
+        assert p['units'] == res['counts'][task]['test'][SCORING_UNIT[task]] and p['ci'][0] <= p['ci'][1], p
     assert json.loads((tmp_path/'q'/'quality.json').read_text())['tasks'] == res['tasks']
     for m in ('scratch', 'finetune', 'fewshot10'): assert (tmp_path/'q'/'runs'/f'pascal_{m}'/'final_metrics.json').exists()
     few = json.loads((tmp_path/'q'/'runs'/'pascal_fewshot10'/'final_metrics.json').read_text())
@@ -146,6 +150,35 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT/'tools'/'quality_probe_vs_random.py'), '--out', str(tmp_path/'q'), '--checkpoints', 'epoch_99.pt'],
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and 'epoch_99.pt' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
+
+def test_bench_quality_cross_validation(pahcl, tmp_path):
+    "Two folds: every recording a test recording once, pretraining per fold without its test subjects, pooled and paired scores."
+    import json
+    from pahcl.data import read_split
+    from pahcl.studies import QUALITY_METHODS
+    from pahcl.demo_data import make_physionet2016
+    make_physionet2016(tmp_path/'raw'/'physionet2016', n_records={'training-a': (14, 14, (8, 9))}, seed=5)   # one small task: quick
+    r = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--budget-minutes', '1', '--folds', '2', '--out', tmp_path/'q',
+              '--json', timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    tests = [set(read_split(tmp_path/'q'/f'fold{f}'/'downstream'/'physionet2016', 'test')[0].recording) for f in (0, 1)]
+    everyone = set(pd.concat(read_split(tmp_path/'q'/'fold0'/'downstream'/'physionet2016', s)[0] for s in ('train', 'val', 'test')).recording)
+    assert not tests[0] & tests[1] and tests[0] | tests[1] == everyone          # each recording a test recording exactly once
+    assert len(res['folds']) == 2 and res['tasks'] == res['pooled']
+    assert res['counts']['physionet2016']['test']['recordings'] == len(everyone)
+    for m, v in res['pooled']['physionet2016'].items():
+        assert m in QUALITY_METHODS and v['n'] == len(everyone), (m, v['n'])     # pooled over the folds: every unit scored
+        lo, hi = v['primary_ci']; assert lo <= hi, (m, v)
+    for f in res['folds']:
+        assert f['counts']['pretrain']['excluded_subjects'] > 0                     # each fold pretrains without its val/test subjects
+        assert set(f['tasks']['physionet2016']) == set(QUALITY_METHODS)
+    p = res['paired']['physionet2016']
+    assert set(p['scratch']) == {'vs_finetune'} and set(p['linear']) == {'vs_finetune', 'vs_scratch'}
+    assert p['linear']['vs_finetune']['units'] == len(everyone) and p['linear']['vs_finetune']['ci'][0] <= p['linear']['vs_finetune']['ci'][1]
+    assert '2-fold cross-validation' in (tmp_path/'q'/'quality.md').read_text()
+    bad = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--folds', '0')
+    assert bad.returncode == 2 and '--folds 0' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
 
