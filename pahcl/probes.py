@@ -7,13 +7,23 @@ from __future__ import annotations
 import math, warnings
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+from .signal import SignalError, bandpass, preprocess_signal
+from .segment import _cfg, _signal_kw, runs, segment
 from .metrics import evaluate_predictions, predictions_frame, tune_offsets, shift_probs
 from .stats import quality_metrics
 from .pretrain import embed_cycles
 
 # %% auto #0
-__all__ = ['PROBE_C', 'recording_features', 'classical_features', 'fit_probe', 'cycle_predictions', 'quality_probe',
-           'cached_embedder', 'probe_predictions', 'crossfit_probe_predictions']
+__all__ = ['SUBSTRUCTURE_BANDS', 'SUBSTRUCTURE_FEATURES', 'PROBE_C', 'GBT_GRID', 'PROBE_GRIDS', 'recording_features',
+           'substructure_features', 'classical_features', 'fit_probe', 'cycle_predictions', 'quality_probe',
+           'constant_probe', 'cached_embedder', 'probe_predictions', 'crossfit_probe_predictions']
 
 # %% ../nbs/21_probes.ipynb #b93f0a47
 def recording_features(x:np.ndarray, sr:int) -> np.ndarray:
@@ -32,18 +42,94 @@ def recording_features(x:np.ndarray, sr:int) -> np.ndarray:
     pct = np.percentile(spec, [10, 50, 90], axis=1).T.ravel()
     return np.concatenate([stats(mel), stats(mfcc), stats(d), stats(spec), pct]).astype(np.float64)
 
+# %% ../nbs/21_probes.ipynb #a1c0de02
+SUBSTRUCTURE_BANDS = ((25, 100), (100, 200), (200, 400))    # Hz: rumble, ejection murmur, blowing regurgitation
+_STATES = ('s1', 'systole', 's2', 'diastole')
+SUBSTRUCTURE_FEATURES = ([f'{s}_duration_{m}' for s in _STATES + ('cycle',) for m in ('mean', 'sd')] + ['systole_diastole_ratio']
+                         + [f'{s}_log_power' for s in _STATES]
+                         + [f'{a}_to_{b}_log_power' for a in ('systole', 'diastole') for b in ('s1', 's2')]
+                         + [f'{a}_to_sounds_log_power_{lo}_{hi}hz' for lo, hi in SUBSTRUCTURE_BANDS for a in ('systole', 'diastole')])
+
+def _state_durations(states, sr:float) -> list:
+    """Mean and SD (s) of the whole runs of S1, systole, S2, diastole and of the cycle (S1 onset to the next), then the
+    mean systole over the mean diastole; NaN where there is no whole run."""
+    v, a, b = runs(states)
+    whole = (a > 0) & (b < len(states))                  # a run cut by the recording's edges has no true duration
+    ms = lambda d: [float(np.mean(d)), float(np.std(d))] if len(d) else [np.nan, np.nan]
+    out = [m for s in (1, 2, 3, 4) for m in ms((b - a)[whole & (v == s)]/sr)]
+    out += ms(np.diff(a[whole & (v == 1)])/sr)
+    return out + [out[2]/out[6] if out[6] > 0 else np.nan]
+
+def _log_power(y, mask) -> float:
+    "Natural log of the mean power of `y` over `mask` (NaN for an empty mask)."
+    return float(np.log(np.mean(y[mask]**2) + 1e-12)) if mask.any() else np.nan
+
+# %% ../nbs/21_probes.ipynb #a1c0de03
+def substructure_features(x, sr:float) -> np.ndarray:
+    """The `SUBSTRUCTURE_FEATURES` of recording `x` at `sr`: state and cycle durations, the log power of S1, systole, S2 and
+    diastole, systolic and diastolic power relative to S1, S2 and (per band) the sounds; all NaN if it cannot be segmented."""
+    kw = _signal_kw(_cfg(None)); fs = kw['target_sr']            # the pipeline's own preprocessing, as chapter 6 segments
+    try: y = preprocess_signal(x, sr, **kw); s = segment(y, fs).states
+    except SignalError: return np.full(len(SUBSTRUCTURE_FEATURES), np.nan)     # a SegmentError is a SignalError
+    e = [_log_power(y, s == k) for k in (1, 2, 3, 4)]
+    rel = [e[a] - e[b] for a in (1, 3) for b in (0, 2)]          # systole, diastole over S1, S2
+    sounds, bands = (s == 1) | (s == 3), []
+    for lo, hi in SUBSTRUCTURE_BANDS:
+        yb = bandpass(y, fs, lo, hi)
+        bands += [_log_power(yb, s == k) - _log_power(yb, sounds) for k in (2, 4)]
+    return np.array(_state_durations(s, fs) + e + rel + bands, np.float64)
+
+# %% ../nbs/21_probes.ipynb #a1c0de02
+SUBSTRUCTURE_BANDS = ((25, 100), (100, 200), (200, 400))    # Hz: rumble, ejection murmur, blowing regurgitation
+_STATES = ('s1', 'systole', 's2', 'diastole')
+SUBSTRUCTURE_FEATURES = ([f'{s}_duration_{m}' for s in _STATES + ('cycle',) for m in ('mean', 'sd')] + ['systole_diastole_ratio']
+                         + [f'{s}_log_power' for s in _STATES]
+                         + [f'{a}_to_{b}_log_power' for a in ('systole', 'diastole') for b in ('s1', 's2')]
+                         + [f'{a}_to_sounds_log_power_{lo}_{hi}hz' for lo, hi in SUBSTRUCTURE_BANDS for a in ('systole', 'diastole')])
+
+def _state_durations(states, sr:float) -> list:
+    """Mean and SD (s) of the whole runs of S1, systole, S2, diastole and of the cycle (S1 onset to the next), then the
+    mean systole over the mean diastole; NaN where there is no whole run."""
+    v, a, b = runs(states)
+    whole = (a > 0) & (b < len(states))                  # a run cut by the recording's edges has no true duration
+    ms = lambda d: [float(np.mean(d)), float(np.std(d))] if len(d) else [np.nan, np.nan]
+    out = [m for s in (1, 2, 3, 4) for m in ms((b - a)[whole & (v == s)]/sr)]
+    out += ms(np.diff(a[whole & (v == 1)])/sr)
+    return out + [out[2]/out[6] if out[6] > 0 else np.nan]
+
+def _log_power(y, mask) -> float:
+    "Natural log of the mean power of `y` over `mask` (NaN for an empty mask)."
+    return float(np.log(np.mean(y[mask]**2) + 1e-12)) if mask.any() else np.nan
+
+# %% ../nbs/21_probes.ipynb #a1c0de03
+def substructure_features(x, sr:float) -> np.ndarray:
+    """The `SUBSTRUCTURE_FEATURES` of recording `x` at `sr`: state and cycle durations, the log power of S1, systole, S2 and
+    diastole, systolic and diastolic power relative to S1, S2 and (per band) the sounds; all NaN if it cannot be segmented."""
+    kw = _signal_kw(_cfg(None)); fs = kw['target_sr']            # the pipeline's own preprocessing, as chapter 6 segments
+    try: y = preprocess_signal(x, sr, **kw); s = segment(y, fs).states
+    except SignalError: return np.full(len(SUBSTRUCTURE_FEATURES), np.nan)     # a SegmentError is a SignalError
+    e = [_log_power(y, s == k) for k in (1, 2, 3, 4)]
+    rel = [e[a] - e[b] for a in (1, 3) for b in (0, 2)]          # systole, diastole over S1, S2
+    sounds, bands = (s == 1) | (s == 3), []
+    for lo, hi in SUBSTRUCTURE_BANDS:
+        yb = bandpass(y, fs, lo, hi)
+        bands += [_log_power(yb, s == k) - _log_power(yb, sounds) for k in (2, 4)]
+    return np.array(_state_durations(s, fs) + e + rel + bands, np.float64)
+
 # %% ../nbs/21_probes.ipynb #9739a68d
 def _features_job(job):
-    path, key = job
+    path, key, substructure = job
     from pahcl.segment import read_audio
     try:
         x, sr = read_audio(path)
-        return key, recording_features(x, sr), None
+        f = recording_features(x, sr)
+        return key, np.concatenate([f, substructure_features(x, sr)]) if substructure else f, None
     except Exception as e: return key, None, f'{type(e).__name__}: {e}'
 
-def classical_features(recordings:dict, workers:int=2) -> dict:
-    "{key: features} of `recordings` {key: audio path}, computed in `workers` processes; a file that fails is left out (warned)."
-    jobs = sorted((str(p), k) for k, p in recordings.items())
+def classical_features(recordings:dict, workers:int=2, substructure:bool=False) -> dict:
+    """{key: features} of `recordings` {key: audio path}, computed in `workers` processes; a file that fails is left out
+    (warned). With `substructure`, each vector is `recording_features` followed by `substructure_features`."""
+    jobs = sorted((str(p), k, substructure) for k, p in recordings.items())
     if workers > 1 and len(jobs) > 8:
         import multiprocessing as mp
         with mp.get_context('spawn').Pool(workers) as pool: res = pool.map(_features_job, jobs, chunksize=16)
@@ -54,13 +140,17 @@ def classical_features(recordings:dict, workers:int=2) -> dict:
 
 # %% ../nbs/21_probes.ipynb #9b74d90b
 PROBE_C = (0.001, 0.01, 0.1, 1.0, 10.0)
+GBT_GRID = tuple(dict(learning_rate=lr, max_leaf_nodes=m) for lr in (0.03, 0.1) for m in (4, 15))
+PROBE_GRIDS = {'logistic': PROBE_C, 'gbt': GBT_GRID}
 
-def fit_probe(X, y, X_val, val_score, Cs=PROBE_C, seed:int=42, num_classes:int|None=None):
-    """(fitted pipeline, chosen C, its val score): StandardScaler + balanced LogisticRegression, C in `Cs` maximising
-    `val_score(prob)`, `prob` having a column per class (`num_classes` of them; a class absent from `y` scores 0)."""
-    best = None
-    for C in Cs:
-        clf = _logistic_probe(X, y, C, seed)
+def fit_probe(X, y, X_val, val_score, Cs=None, seed:int=42, num_classes:int|None=None, model:str='logistic'):
+    """(fitted model, chosen parameter, its val score): `model` 'logistic' (StandardScaler + balanced LogisticRegression, C in
+    `Cs`, default `PROBE_C`) or 'gbt' (balanced gradient-boosted trees, settings in `Cs`, default `GBT_GRID`), the parameter
+    maximising `val_score(prob)`, `prob` having a column per class (`num_classes` of them; a class absent from `y` scores 0)."""
+    if model not in PROBE_GRIDS: raise ValueError(f"model must be one of {', '.join(PROBE_GRIDS)}, got {model!r}")
+    fit, best = _logistic_probe if model == 'logistic' else _gbt_probe, None
+    for C in (PROBE_GRIDS[model] if Cs is None else Cs):
+        clf = fit(X, y, C, seed)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             s = _score_or_worst(val_score(_full_prob(clf, X_val, num_classes or int(max(y)) + 1)))
@@ -68,14 +158,30 @@ def fit_probe(X, y, X_val, val_score, Cs=PROBE_C, seed:int=42, num_classes:int|N
     return best
 
 def _logistic_probe(X, y, C:float, seed:int):
-    "StandardScaler + class-balanced LogisticRegression with `C`, fitted on (X, y) (its convergence warnings silenced)."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight='balanced', random_state=seed))
+    """Mean imputation + StandardScaler + class-balanced LogisticRegression with `C`, fitted on (X, y) (its convergence
+    warnings silenced); on features without NaN the imputer changes nothing."""
+    clf = make_pipeline(SimpleImputer(strategy='mean'), StandardScaler(),
+                        LogisticRegression(C=C, max_iter=3000, class_weight='balanced', random_state=seed))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         return clf.fit(X, y)
+
+class _SerialGBT(HistGradientBoostingClassifier):
+    """scikit-learn's HistGradientBoostingClassifier on one OpenMP thread: on a busy machine its threads wait on each other
+    (a fit 50 times slower on two loaded cores), and one thread adds the same numbers in the same order every time."""
+    def fit(self, X, y, **kw):
+        with threadpool_limits(1, user_api='openmp'): return super().fit(X, y, **kw)
+    def predict_proba(self, X):
+        with threadpool_limits(1, user_api='openmp'): return super().predict_proba(X)
+
+def _gbt_probe(X, y, params:dict, seed:int):
+    """Class-balanced gradient-boosted trees with `params` (learning_rate, max_leaf_nodes), 200 rounds, NaN taken natively;
+    a column constant (or empty) in training, which no split can use, is dropped first."""
+    clf = make_pipeline(VarianceThreshold(), _SerialGBT(max_iter=200, min_samples_leaf=10, early_stopping=False,
+                                                        class_weight='balanced', random_state=seed, **params))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')                  # nanvar of an empty column
+        return clf.fit(np.asarray(X, np.float64), y)
 
 def _score_or_worst(s) -> float:
     "A score to maximise, with None or NaN (a metric undefined on these units) as the worst."
@@ -91,14 +197,33 @@ def cycle_predictions(df:pd.DataFrame, prob, label_map:dict) -> pd.DataFrame:
     return predictions_frame(df[['subject', 'recording', 'cycle', 'label', 'label_id']], prob, label_map)
 
 # %% ../nbs/21_probes.ipynb #8f983c4c
-def quality_probe(X, y, X_val, val:pd.DataFrame, task:str, label_map:dict, seed:int=42) -> tuple:
-    """(probe, C, offsets): `fit_probe` with C picked on the validation rows `val` (features `X_val`) by the task's primary
-    metric, then the decision line drawn there (chapter 15's `tune_offsets`); `probe(X)` gives the shifted class probabilities."""
+def quality_probe(X, y, X_val, val:pd.DataFrame, task:str, label_map:dict, seed:int=42, model:str='logistic') -> tuple:
+    """(probe, parameter, offsets): `fit_probe` of `model` ('logistic': C; 'gbt': a `GBT_GRID` setting) picked on the
+    validation rows `val` (features `X_val`) by the task's primary metric, then the decision line drawn there (chapter 15's
+    `tune_offsets`); `probe(X)` gives the shifted class probabilities."""
     K = len(label_map)
     clf, C, _ = fit_probe(X, y, X_val, lambda p: quality_metrics(evaluate_predictions(cycle_predictions(val, p, label_map), task, label_map), task)['primary'],
-                          seed=seed, num_classes=K)
+                          seed=seed, num_classes=K, model=model)
     b = tune_offsets(cycle_predictions(val, _full_prob(clf, X_val, K), label_map), task, label_map)[0]
     return (lambda Z: shift_probs(_full_prob(clf, Z, K), b)), C, b
+
+# %% ../nbs/21_probes.ipynb #a1c0de09
+def constant_probe(y, num_classes:int, val:pd.DataFrame|None=None, task:str|None=None, label_map:dict|None=None) -> tuple:
+    """(probe, None, offsets): `probe(X)` gives every row the class frequencies of the training labels `y`; with `val`, `task`
+    and `label_map` the offsets are tuned on `val` as `quality_probe`'s are, otherwise they are 0 (argmax: the majority class)."""
+    freq = np.bincount(np.asarray(y, int), minlength=num_classes)[:num_classes]/max(len(y), 1)
+    const = lambda n: np.tile(freq, (n, 1))
+    b = [0.0]*num_classes if val is None else tune_offsets(cycle_predictions(val, const(len(val)), label_map), task, label_map)[0]
+    return (lambda Z: shift_probs(const(len(Z)), b)), None, b
+
+# %% ../nbs/21_probes.ipynb #a1c0de09
+def constant_probe(y, num_classes:int, val:pd.DataFrame|None=None, task:str|None=None, label_map:dict|None=None) -> tuple:
+    """(probe, None, offsets): `probe(X)` gives every row the class frequencies of the training labels `y`; with `val`, `task`
+    and `label_map` the offsets are tuned on `val` as `quality_probe`'s are, otherwise they are 0 (argmax: the majority class)."""
+    freq = np.bincount(np.asarray(y, int), minlength=num_classes)[:num_classes]/max(len(y), 1)
+    const = lambda n: np.tile(freq, (n, 1))
+    b = [0.0]*num_classes if val is None else tune_offsets(cycle_predictions(val, const(len(val)), label_map), task, label_map)[0]
+    return (lambda Z: shift_probs(const(len(Z)), b)), None, b
 
 # %% ../nbs/21_probes.ipynb #e646114f
 def cached_embedder(enc, cache:dict|None=None):
