@@ -79,43 +79,6 @@ def substructure_features(x, sr:float) -> np.ndarray:
         bands += [_log_power(yb, s == k) - _log_power(yb, sounds) for k in (2, 4)]
     return np.array(_state_durations(s, fs) + e + rel + bands, np.float64)
 
-# %% ../nbs/21_probes.ipynb #a1c0de02
-SUBSTRUCTURE_BANDS = ((25, 100), (100, 200), (200, 400))    # Hz: rumble, ejection murmur, blowing regurgitation
-_STATES = ('s1', 'systole', 's2', 'diastole')
-SUBSTRUCTURE_FEATURES = ([f'{s}_duration_{m}' for s in _STATES + ('cycle',) for m in ('mean', 'sd')] + ['systole_diastole_ratio']
-                         + [f'{s}_log_power' for s in _STATES]
-                         + [f'{a}_to_{b}_log_power' for a in ('systole', 'diastole') for b in ('s1', 's2')]
-                         + [f'{a}_to_sounds_log_power_{lo}_{hi}hz' for lo, hi in SUBSTRUCTURE_BANDS for a in ('systole', 'diastole')])
-
-def _state_durations(states, sr:float) -> list:
-    """Mean and SD (s) of the whole runs of S1, systole, S2, diastole and of the cycle (S1 onset to the next), then the
-    mean systole over the mean diastole; NaN where there is no whole run."""
-    v, a, b = runs(states)
-    whole = (a > 0) & (b < len(states))                  # a run cut by the recording's edges has no true duration
-    ms = lambda d: [float(np.mean(d)), float(np.std(d))] if len(d) else [np.nan, np.nan]
-    out = [m for s in (1, 2, 3, 4) for m in ms((b - a)[whole & (v == s)]/sr)]
-    out += ms(np.diff(a[whole & (v == 1)])/sr)
-    return out + [out[2]/out[6] if out[6] > 0 else np.nan]
-
-def _log_power(y, mask) -> float:
-    "Natural log of the mean power of `y` over `mask` (NaN for an empty mask)."
-    return float(np.log(np.mean(y[mask]**2) + 1e-12)) if mask.any() else np.nan
-
-# %% ../nbs/21_probes.ipynb #a1c0de03
-def substructure_features(x, sr:float) -> np.ndarray:
-    """The `SUBSTRUCTURE_FEATURES` of recording `x` at `sr`: state and cycle durations, the log power of S1, systole, S2 and
-    diastole, systolic and diastolic power relative to S1, S2 and (per band) the sounds; all NaN if it cannot be segmented."""
-    kw = _signal_kw(_cfg(None)); fs = kw['target_sr']            # the pipeline's own preprocessing, as chapter 6 segments
-    try: y = preprocess_signal(x, sr, **kw); s = segment(y, fs).states
-    except SignalError: return np.full(len(SUBSTRUCTURE_FEATURES), np.nan)     # a SegmentError is a SignalError
-    e = [_log_power(y, s == k) for k in (1, 2, 3, 4)]
-    rel = [e[a] - e[b] for a in (1, 3) for b in (0, 2)]          # systole, diastole over S1, S2
-    sounds, bands = (s == 1) | (s == 3), []
-    for lo, hi in SUBSTRUCTURE_BANDS:
-        yb = bandpass(y, fs, lo, hi)
-        bands += [_log_power(yb, s == k) - _log_power(yb, sounds) for k in (2, 4)]
-    return np.array(_state_durations(s, fs) + e + rel + bands, np.float64)
-
 # %% ../nbs/21_probes.ipynb #9739a68d
 def _features_job(job):
     path, key, substructure = job
@@ -206,15 +169,6 @@ def quality_probe(X, y, X_val, val:pd.DataFrame, task:str, label_map:dict, seed:
                           seed=seed, num_classes=K, model=model)
     b = tune_offsets(cycle_predictions(val, _full_prob(clf, X_val, K), label_map), task, label_map)[0]
     return (lambda Z: shift_probs(_full_prob(clf, Z, K), b)), C, b
-
-# %% ../nbs/21_probes.ipynb #a1c0de09
-def constant_probe(y, num_classes:int, val:pd.DataFrame|None=None, task:str|None=None, label_map:dict|None=None) -> tuple:
-    """(probe, None, offsets): `probe(X)` gives every row the class frequencies of the training labels `y`; with `val`, `task`
-    and `label_map` the offsets are tuned on `val` as `quality_probe`'s are, otherwise they are 0 (argmax: the majority class)."""
-    freq = np.bincount(np.asarray(y, int), minlength=num_classes)[:num_classes]/max(len(y), 1)
-    const = lambda n: np.tile(freq, (n, 1))
-    b = [0.0]*num_classes if val is None else tune_offsets(cycle_predictions(val, const(len(val)), label_map), task, label_map)[0]
-    return (lambda Z: shift_probs(const(len(Z)), b)), None, b
 
 # %% ../nbs/21_probes.ipynb #a1c0de09
 def constant_probe(y, num_classes:int, val:pd.DataFrame|None=None, task:str|None=None, label_map:dict|None=None) -> tuple:
