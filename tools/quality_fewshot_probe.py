@@ -1,6 +1,6 @@
 """Few-shot with a frozen encoder: would a logistic regression on 10 % of the training subjects keep 90 % of full fine-tuning?
 
-Usage (after `pahcl bench quality --out OUT`, which leaves the task views, the pretrained encoders and quality.json in OUT):
+Usage (after `pahcl bench quality --folds 1 --out OUT`, which leaves the task views, the pretrained encoders and quality.json in OUT):
 
     python tools/quality_fewshot_probe.py --out OUT [--ratio 0.1] [--seeds 42 0 1]
 
@@ -21,7 +21,7 @@ from pahcl.models import load_encoder_only
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--out', required=True, help='the folder of a `pahcl bench quality --out` run')
+    ap.add_argument('--out', required=True, help='the folder of a `pahcl bench quality --folds 1 --out` run')
     ap.add_argument('--ratio', type=float, default=0.1)
     ap.add_argument('--seeds', type=int, nargs='+', default=None, help="few-shot draws (default: the bench's seed)")
     a = ap.parse_args()

@@ -1,6 +1,6 @@
 """Does the PA-HCL encoder of a quality run hold more than a random encoder of the same shape? (on real recordings)
 
-Usage (after `pahcl bench quality --out OUT`, which leaves the task views and the pretrained encoders in OUT):
+Usage (after `pahcl bench quality --folds 1 --out OUT`, which leaves the task views and the pretrained encoders in OUT):
 
     python tools/quality_probe_vs_random.py --out OUT [--variants pahcl cycle_only sub_only] [--checkpoints best_model.pt]
                                             [--random-seeds 0] [--crossfit] [--json FILE]
@@ -24,7 +24,7 @@ from pahcl.data import read_split
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--out', required=True, help='the folder of a `pahcl bench quality --out` run')
+    ap.add_argument('--out', required=True, help='the folder of a `pahcl bench quality --folds 1 --out` run')
     ap.add_argument('--variants', nargs='+', default=['pahcl', 'cycle_only', 'sub_only'], help='pretraining runs under OUT/pretrain')
     ap.add_argument('--checkpoints', nargs='+', default=['best_model.pt'], help='checkpoint file names in each variant')
     ap.add_argument('--random-seeds', type=int, nargs='+', default=[0], help='seeds of the random encoders (and of probes and bootstrap)')
@@ -34,7 +34,7 @@ def main():
     out = Path(a.out)
     paths = {(f'{v}/{c}' if len(a.checkpoints) > 1 else v): out/'pretrain'/v/c for v in a.variants for c in a.checkpoints}
     missing = [str(p) for p in paths.values() if not p.exists()]
-    if missing: raise SystemExit(f"{out}: missing checkpoint(s) {', '.join(missing)}; run `pahcl bench quality --out {out}` first "
+    if missing: raise SystemExit(f"{out}: missing checkpoint(s) {', '.join(missing)}; run `pahcl bench quality --folds 1 --out {out}` first "
                                  "(or name the variants and checkpoints that exist under OUT/pretrain)")
     tasks = [t.name for t in sorted((out/'tasks').iterdir()) if (t/'test.csv').exists()]
     ext = {t: read_split(out/'tasks'/t, 'test')[0] for t in tasks}
