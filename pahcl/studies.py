@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from .files import write_atomic
-from .metrics import evaluate_predictions
+from .metrics import evaluate_predictions, LEVELS
 from .models import build_encoder
 from .stats import (SCORING_LEVEL, quality_metrics, primary_interval, unit_bootstrap, paired_auroc_difference,
                          mean_auroc_difference)
@@ -322,9 +322,9 @@ def _quality_pooled(r) -> tuple:
 
 def _paired(a:pd.DataFrame, b:pd.DataFrame, task:str, lmap:dict, seed:int) -> dict:
     "AUROC of `a` − AUROC of `b` with its paired-bootstrap interval, over the units both score (a unit one method lost is left out)."
-    key = 'subject' if SCORING_LEVEL[task] == 'patient' else 'recording'
-    both = set(a[key]) & set(b[key])
-    diff, ci = paired_auroc_difference(a[a[key].isin(both)], b[b[key].isin(both)], task, lmap, seed=seed)
+    ua, ub = (pd.MultiIndex.from_frame(d[LEVELS[SCORING_LEVEL[task]]]) for d in (a, b))    # the units' key columns (chapter 15)
+    both = ua.intersection(ub)
+    diff, ci = paired_auroc_difference(a[ua.isin(both)], b[ub.isin(both)], task, lmap, seed=seed)
     return dict(auroc_diff=diff, ci=ci, units=len(both))
 
 # %% ../nbs/22_studies.ipynb #36c6ccfc
@@ -337,9 +337,9 @@ def _quality_report(r, folds:list) -> dict:
     first = folds[0]
     tasks, counts, stages = first['tasks'], first['counts'], first['stages']
     if len(folds) > 1:
-        tasks, counts = pooled, json.loads(json.dumps(first['counts']))
-        for x in r.tasks:
-            counts[x]['test'] = {k: sum(f['counts'][x]['test'][k] for f in folds) for k in ('subjects', 'recordings', 'cycles')}
+        tasks = pooled
+        counts = dict(first['counts'], **{x: dict(first['counts'][x], test={k: sum(f['counts'][x]['test'][k] for f in folds)
+                                                                          for k in ('subjects', 'recordings', 'cycles')}) for x in r.tasks})
         stages = {k: round(sum(f['stages'].get(k, 0) for f in folds), 2) for k in first['stages']}
     result = dict(tasks=order(tasks), external=order(first['external']), minutes=round(r.budget.elapsed() / 60, 2), counts=counts,
                   seed=r.seed, preset=r.preset, budget_minutes=r.budget_minutes, max_cycles=r.max_cycles, stages=stages, pretrain=first['pretrain'],
