@@ -66,10 +66,11 @@ def _fold_slots(klass:dict, rng, k:int) -> dict:
         start += len(subs)
     return slot
 
-def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold:tuple|None=None) -> np.ndarray:
+def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold:tuple|None=None, test=None) -> np.ndarray:
     """Split name ('train'/'val'/'test') of each item, by subject, stratified on `labels`, seeded. `fold=(f, k)`: the
     test subjects are fold f of a stratified k-fold instead (each subject is a test subject in exactly one of the k), and
-    the others go to train and val in the ratio of `ratios`' first two."""
+    the others go to train and val in the ratio of `ratios`' first two. `test`: one bool per item, True for the items
+    whose subjects are the test set (a held-out database, say); the others go to train and val as with `fold`."""
     y, g = np.asarray(labels).astype(str), np.asarray(subjects).astype(str)
     r = np.asarray(ratios, dtype=float)
     if r.shape != (3,) or (r <= 0).any(): raise PrepareError(f"ratios must be three positive numbers (train, val, test), got {tuple(ratios)}")
@@ -77,19 +78,23 @@ def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold
     if len(set(g)) < 3: raise PrepareError(f"only {len(set(g))} subject(s): at least 3 are needed for train, val and test")
     if fold is not None and not (len(fold) == 2 and fold[1] >= 2 and 0 <= fold[0] < fold[1]):
         raise PrepareError(f"fold must be (f, k) with k >= 2 and 0 <= f < k, got {fold}")
+    if fold is not None and test is not None: raise PrepareError("give fold or test, not both")
     by_subject = {}
     for s, l in zip(g, y): by_subject.setdefault(s, Counter())[l] += 1
     klass = {s: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for s, c in by_subject.items()}
     rng = np.random.default_rng(seed)
     slot = _fold_slots(klass, rng, fold[1]) if fold else None
+    if test is not None:                                # every item of a subject follows the subject's first item
+        held = {s for s, t in zip(g, np.asarray(test, dtype=bool)) if t}
+        slot, fold = {s: 0 if s in held else 1 for s in klass}, (0, 2)
     where = {}
     for lab in sorted(set(klass.values())):
         subs = sorted(s for s, l in klass.items() if l == lab)
         if fold:                                        # the fold's test subjects, then val from the rest
-            test, rest = [s for s in subs if slot[s] == fold[0]], [s for s in subs if slot[s] != fold[0]]
+            tests, rest = [s for s in subs if slot[s] == fold[0]], [s for s in subs if slot[s] != fold[0]]
             rest = [rest[i] for i in rng.permutation(len(rest))]
             n_val = max(1, int(round(len(rest) * r[1] / (r[0] + r[1])))) if len(rest) >= 2 else 0
-            where.update({s: 'test' for s in test}, **{s: 'val' if i < n_val else 'train' for i, s in enumerate(rest)})
+            where.update({s: 'test' for s in tests}, **{s: 'val' if i < n_val else 'train' for i, s in enumerate(rest)})
             continue
         subs = [subs[i] for i in rng.permutation(len(subs))]
         n = len(subs)
@@ -218,8 +223,9 @@ LABEL_FILES = {'circor': "training_data.csv (or the #Murmur: and #Outcome: lines
                'physionet2016': "REFERENCE.csv of each training-* folder", 'pascal': "set_a.csv / set_b.csv"}
 
 def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, copy:bool=False, ratios=(0.7, 0.15, 0.15),
-                 sources:dict|None=None, verbose:bool=False, strict:bool=False, fold:tuple|None=None) -> dict:
-    "Split, link and describe one `task` from `recs` (`fold=(f, k)`: fold f of a k-fold, see `split_subjects`); writes `<output_dir>/<task>` atomically and returns its summary."
+                 sources:dict|None=None, verbose:bool=False, strict:bool=False, fold:tuple|None=None, holdout:str|None=None) -> dict:
+    """Split, link and describe one `task` from `recs` (`fold=(f, k)`: fold f of a k-fold, see `split_subjects`; `holdout`: the
+    recordings of that database folder, such as 'training-b', are the test set); writes `<output_dir>/<task>` atomically and returns its summary."""
     info = task_info(task)
     problems = []
     df, left = task_table(task, recs, processed_dir, problems)
@@ -233,8 +239,11 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
     if left.get('no label for this task') and task.startswith('circor'):
         n = len({r.subject for r in recs if recording_label(task, r.labels) is None})
         _warn(f"{task}: {n} patient(s) have no {'Outcome' if task == 'circor_outcome' else 'Murmur'} label; they are skipped")
-    per_rec = df.drop_duplicates('recording')[['recording', 'subject', 'label']]
-    split = dict(zip(per_rec.recording, split_subjects(per_rec.label.values, per_rec.subject.values, seed, ratios, fold)))
+    per_rec = df.drop_duplicates('recording')[['recording', 'subject', 'label', 'source']]
+    if holdout is not None and holdout not in set(per_rec.source):
+        raise PrepareError(f"{task}: no recording comes from database {holdout!r}; the databases here: {', '.join(sorted(set(per_rec.source)))}")
+    held = None if holdout is None else (per_rec.source == holdout).to_numpy()
+    split = dict(zip(per_rec.recording, split_subjects(per_rec.label.values, per_rec.subject.values, seed, ratios, fold, held)))
     df['split'] = df.recording.map(split)
     n_subj = df.drop_duplicates('subject').label.value_counts()
     for lab in info['labels']:
@@ -263,7 +272,7 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
                    num_classes=info['num_classes'], counts=counts, class_weights=weights, seed=seed, ratios=list(ratios),
                    split_by='subject', primary_metric=info['primary_metric'], label_rule=LABEL_RULES[task],
                    source=dict(processed_dir=str(processed_dir), **(sources or {})),
-                   files='copy' if modes.get('copy') else 'hardlink', left_out=left, **({'fold': list(fold)} if fold else {}))
+                   files='copy' if modes.get('copy') else 'hardlink', left_out=left, **({'fold': list(fold)} if fold else {}), **({'holdout': holdout} if holdout else {}))
         (tmp/'task_config.json').write_text(json.dumps(cfg, indent=2) + '\n')
         check_leakage(tmp)
         replace_dir(tmp, final)
@@ -276,8 +285,11 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
 
 # %% ../nbs/08_tasks.ipynb #a75e3c99
 def prepare(dataset:str='all', raw_dir='data/raw', processed_dir='data/processed', output_dir='data/downstream', seed:int=42,
-            copy:bool=False, ratios=(0.7, 0.15, 0.15), verbose:bool=False, strict:bool=False, fold:tuple|None=None) -> dict:
-    "Build the downstream tasks of `dataset` ('all' or one dataset) under `output_dir`; a summary per task. `strict`: the first problem is an error; `fold=(f, k)`: the split is fold f of a subject-level k-fold."
+            copy:bool=False, ratios=(0.7, 0.15, 0.15), verbose:bool=False, strict:bool=False, fold:tuple|None=None,
+            holdout:str|None=None) -> dict:
+    """Build the downstream tasks of `dataset` ('all' or one dataset) under `output_dir`; a summary per task. `strict`: the first
+    problem is an error; `fold=(f, k)`: the split is fold f of a subject-level k-fold; `holdout`: one dataset's database folder
+    (such as 'training-b') is the test set."""
     names = list(DATASETS) if dataset == 'all' else [canonical_name(dataset)]
     processed = Path(processed_dir)
     if not processed.is_dir() or not any(_has_cycles(processed/n) for n in names):
@@ -304,7 +316,7 @@ def prepare(dataset:str='all', raw_dir='data/raw', processed_dir='data/processed
         if orphans: _warn(f"{name}: {len(orphans)} processed recording(s) have no labels in {found[name]} (e.g. {orphans[0]}); skipped")
         for task in DATASET_TASKS[name]:
             summary[task] = prepare_task(task, recs, processed, output_dir, seed=seed, copy=copy, ratios=ratios,
-                                         sources=dict(raw_dir=str(found[name])), verbose=verbose, strict=strict, fold=fold)
+                                         sources=dict(raw_dir=str(found[name])), verbose=verbose, strict=strict, fold=fold, holdout=holdout)
     if not summary: raise PrepareError(f"nothing to prepare: none of {', '.join(names)} has both a raw folder in {raw_dir} "
                                        f"and processed cycles in {processed}")
     return summary
