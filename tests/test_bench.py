@@ -152,12 +152,13 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     assert bad.returncode != 0 and 'epoch_99.pt' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 def test_bench_quality_cross_validation(pahcl, tmp_path):
-    "Two folds: every recording a test recording once, pretraining per fold without its test subjects, pooled and paired scores."
+    """Two folds: every recording a test recording once, pretraining per fold without its test subjects, pooled and paired scores;
+    then the two databases each held out once."""
     import json
     from pahcl.data import read_split
-    from pahcl.studies import QUALITY_METHODS
+    from pahcl.studies import QUALITY_METHODS, LODO_METHODS
     from pahcl.demo_data import make_physionet2016
-    make_physionet2016(tmp_path/'raw'/'physionet2016', n_records={'training-a': (14, 14, (8, 9))}, seed=5)   # one small task: quick
+    make_physionet2016(tmp_path/'raw'/'physionet2016', n_records={'training-a': (7, 7, (8, 9)), 'training-b': (7, 7, (8, 9))}, seed=5)
     r = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--budget-minutes', '1', '--folds', '2', '--out', tmp_path/'q',
               '--json', timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -177,6 +178,15 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
     assert set(p['scratch']) == {'vs_finetune'} and set(p['linear']) == {'vs_finetune', 'vs_scratch'}
     assert p['linear']['vs_finetune']['units'] == len(everyone) and p['linear']['vs_finetune']['ci'][0] <= p['linear']['vs_finetune']['ci'][1]
     assert '2-fold cross-validation' in (tmp_path/'q'/'quality.md').read_text()
+    lodo = res['lodo']                                                             # leave one database out: each database tested once
+    assert list(lodo['databases']) == ['training-a', 'training-b'] and set(lodo['mean']) == set(LODO_METHODS)
+    for d in ('training-a', 'training-b'):
+        held = read_split(tmp_path/'q'/f'lodo_{d}'/'downstream'/'physionet2016', 'test')[0]
+        assert set(held.source) == {d} and lodo['counts'][d]['test']['recordings'] == 14
+        assert lodo['pretrain'][d]['pahcl']['epochs'] >= 1 and set(lodo['pretrain'][d]) == {'pahcl'}
+    assert all(v['n'] == len(everyone) for v in lodo['pooled'].values())
+    assert 'leave one database out' in (tmp_path/'q'/'quality.md').read_text()
+    assert any('leave one database out' in k for k in res['targets'])
     bad = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--folds', '0')
     assert bad.returncode == 2 and '--folds 0' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
