@@ -485,6 +485,7 @@ def _bench_quality_flags(p):
     p.add_argument('--budget-minutes', '--budget_minutes', dest='budget_minutes', type=float, default=60, help='the time budget')
     p.add_argument('--max-cycles', '--max_cycles', dest='max_cycles', type=int, default=20, help='cycles per recording in val/test (0: all)')
     p.add_argument('--folds', type=int, default=5, help='subject-level cross-validation folds, each subject tested once (1: one seeded split)')
+    p.add_argument('--seeds', type=int, nargs='+', help='run the whole study once per seed, sharing the budget (instead of --seed)')
     p.add_argument('--no-lodo', '--no_lodo', dest='lodo', action='store_false',
                    help='skip the PhysioNet 2016 leave-one-database-out folds (run where two or more databases are present)')
 
@@ -493,10 +494,12 @@ def cmd_bench_quality(args) -> int:
     "The real-data benchmark: PA-HCL pretraining against its baselines on each task, within a time budget, with intervals."
     from pahcl.studies import bench_quality, format_quality
     if args.folds < 1: raise ConfigError(f'--folds {args.folds}: give 1 (one seeded split) or more (cross-validation)')
+    if args.seeds and args.seed is not None: raise ConfigError('give --seed or --seeds, not both')
+    if args.seeds and len(set(args.seeds)) != len(args.seeds): raise ConfigError(f'--seeds {" ".join(map(str, args.seeds))}: each seed once')
     if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
     res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
                         preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks,
-                        folds=args.folds, lodo=args.lodo)
+                        folds=args.folds, lodo=args.lodo, seeds=args.seeds)
     if not args.json:
         print(format_quality(res)); print()
         for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")

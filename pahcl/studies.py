@@ -21,8 +21,8 @@ from .probes import (classical_features, quality_probe, constant_probe, embed_cy
 
 # %% auto #0
 __all__ = ['QUALITY_METHODS', 'LODO_METHODS', 'ANCHORS', 'DEMO_MODES', 'cap_cycles', 'bench_view', 'plan_steps',
-           'external_tables', 'bench_quality', 'format_quality', 'quality_targets', 'plot_quality', 'demo_probes',
-           'pop_mean_differences', 'bench_demo', 'format_demo', 'plot_demo']
+           'external_tables', 'seed_spread', 'bench_quality', 'format_quality', 'quality_targets', 'plot_quality',
+           'demo_probes', 'pop_mean_differences', 'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/22_studies.ipynb #9dbb38ac
 QUALITY_METHODS = ('constant', 'classical', 'classical_gbt', 'scratch', 'linear', 'finetune', 'fewshot10', 'cycle_only', 'sub_only')
@@ -143,7 +143,7 @@ def _quality_tasks(r, tasks, fold=None, holdout=None):
     r.lmap = dict(getattr(r, 'lmap', {}), **{x: task_info_json(r.views/x)['label_map'] for x in r.tasks})
     r.counts = {x: {s: dict(subjects=int(d.subject.nunique()), recordings=int(d.recording.nunique()), cycles=len(d))
                     for s, d in r.sp[x].items()} for x in r.tasks}
-    first = (not fold or fold[0] == 0) and not holdout
+    first = (not fold or fold[0] == 0) and not holdout and r.seed == r.seeds[0]
     r.ext = external_tables(r.test_root, r.out/'external'/'processed', r.tasks, r.max_cycles, []) if r.test_root and first else {}
     for x, d in r.ext.items():
         seen = set(pd.concat(r.sp[x].values()).recording)         # the same recording in both roots would flatter the scores
@@ -321,7 +321,7 @@ def _reserve(r):
     their kind, else scaled from this one by their share of its cycles; say so when that leaves too little for training."""
     now, cyc = _fixed_seconds(r), lambda xs: sum(r.counts[x][s]['cycles'] for x in xs for s in ('train', 'val', 'test'))
     scale = cyc(['physionet2016']) / cyc(r.tasks) if 'physionet2016' in r.tasks else 1.0
-    r.budget.reserve = sum(r.fixed.get(k, now * (1.0 if k == r.kind else scale)) for k, _ in r.plan[r.i + 1:])
+    r.budget.reserve = sum(r.fixed.get(k, now * (1.0 if k == r.kind else scale)) for k, *_ in r.plan[r.i + 1:])
     need = r.budget.elapsed() + r.budget.reserve + now
     if need > 0.8 * r.budget.total:
         r.say(f'      warning: preparing data, classical fits and probes alone need about {need / 60:.0f} of the {r.budget_minutes} min; '
@@ -331,7 +331,8 @@ def _quality_fold(r, tasks, fold=None, holdout=None) -> dict:
     """Stages 1–5 on one split (fold f of k with `fold=(f, k)`, PhysioNet 2016 without database `holdout`, else the seeded
     split), running `r.methods`; its figures, counts, pretraining and stage minutes."""
     _quality_tasks(r, tasks, fold, holdout)
-    r.left = sum(_weight(r, QUALITY_METHODS if k == 'cv' else LODO_METHODS, len(r.tasks) if k == r.kind else 1) for k, _ in r.plan[r.i:])
+    if r.kind == 'cv': r.cv_tasks = len(r.tasks)
+    r.left = sum(_weight(r, QUALITY_METHODS, r.cv_tasks) if k == 'cv' else _weight(r, LODO_METHODS, 1) for k, *_ in r.plan[r.i:])
     _quality_classical(r)
     _quality_pretrain(r)
     _quality_probes(r)
@@ -378,10 +379,31 @@ def _lodo_report(r, per_db:dict) -> dict:
                 counts={d: f['counts'][task] for d, f in per_db.items()}, pretrain={d: f['pretrain'] for d, f in per_db.items()},
                 stages={k: round(sum(f['stages'].get(k, 0) for f in per_db.values()), 2) for k in next(iter(per_db.values()))['stages']})
 
-def _quality_report(r, folds:list, per_db:dict) -> dict:
+def _seed_part(r, folds:list, per_db:dict) -> dict:
+    "One seed's figures: pooled over its folds (or its one split), its paired differences and its leave-one-database-out means."
+    pooled, paired = _quality_pooled(r, r.cv_preds)
+    return dict(tasks=_order(pooled if len(folds) > 1 else folds[0]['tasks']), paired=paired,
+                lodo_mean=_lodo_report(r, per_db)['mean'] if per_db else {})
+
+def seed_spread(by_seed:dict) -> dict:
+    """Across seeds (`by_seed[seed] = dict(tasks=, paired=)`): each task's and method's primary figure per seed, their mean
+    and standard deviation, and the paired AUROC differences against finetune and scratch per seed as [difference, low, high]."""
+    out = {}
+    for part in by_seed.values():
+        for x, methods in part['tasks'].items():
+            for m, v in methods.items():
+                d = out.setdefault(x, {}).setdefault(m, dict(primary=[]))
+                d['primary'].append(v['primary'])
+                for b, p in ((part.get('paired') or {}).get(x, {}).get(m) or {}).items(): d.setdefault(b, []).append([p['auroc_diff'], *p['ci']])
+    for x in out:
+        for d in out[x].values(): d.update(mean=float(np.mean(d['primary'])), sd=float(np.std(d['primary'], ddof=1)) if len(d['primary']) > 1 else 0.0)
+    return out
+
+def _quality_report(r, folds:list, per_db:dict, by_seed:dict|None=None) -> dict:
     """The result of a quality run (methods in `QUALITY_METHODS` order, counts, stages, targets, paired differences, the
     leave-one-database-out section), written to quality.json and quality.md. With several folds, `tasks` is the pooled
-    out-of-fold score (also `pooled`), `folds` each fold's own figures, and the counts' test split is every fold's together."""
+    out-of-fold score (also `pooled`), `folds` each fold's own figures, and the counts' test split is every fold's together;
+    with several seeds, `by_seed` (each seed's `_seed_part`) and their `seed_spread`."""
     pooled, paired = _quality_pooled(r, r.cv_preds)
     first = folds[0]
     tasks, counts, stages = first['tasks'], first['counts'], first['stages']
@@ -398,6 +420,7 @@ def _quality_report(r, folds:list, per_db:dict) -> dict:
     if len(folds) > 1:
         result.update(pooled=_order(pooled), folds=[dict(f, tasks=_order(f['tasks']), external=_order(f['external'])) for f in folds])
     if per_db: result['lodo'] = _lodo_report(r, per_db)
+    if by_seed: result.update(seeds=r.seeds, by_seed=by_seed, seed_spread=seed_spread(by_seed))
     result['targets'] = quality_targets(result)
     write_atomic(r.out/'quality.json', json.dumps(result, indent=1, default=float))
     write_atomic(r.out/'quality.md', format_quality(result) + '\n')
@@ -412,36 +435,46 @@ def _lodo_databases(r, tasks, lodo:bool) -> list:
     return dbs if len(dbs) >= 2 else []
 
 def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes:float=60, preset:str='tiny', seed:int=42,
-                  max_cycles:int|None=20, workers:int=2, tasks=None, folds:int=5, lodo:bool=True, verbose:bool=True) -> dict:
+                  max_cycles:int|None=20, workers:int=2, tasks=None, folds:int=5, lodo:bool=True, seeds=None, verbose:bool=True) -> dict:
     """The quality benchmark: preprocess and prepare `data_root`, pretrain PA-HCL (and its two ablations) on the training
     subjects, and score the nine `QUALITY_METHODS` per task on the test subjects (and on `test_root`'s recordings); within
-    `budget_minutes`. `folds=1`: one seeded train/val/test split. `folds` > 1 (the default, 5): a subject-level stratified k-fold cross-validation, every subject a test subject
-    once, pretraining on each fold's training subjects only, the methods scored on the pooled out-of-fold predictions.
-    Every method is paired against `finetune` and `scratch` on the same units. `lodo`: where PhysioNet 2016 has two or more
-    databases, each is also the test set of a fold of its own (`LODO_METHODS`, pretraining without it). Writes `out/quality.json` and `out/quality.md`."""
+    `budget_minutes`. `folds=1`: one seeded train/val/test split. `folds` > 1 (the default, 5): a subject-level stratified
+    k-fold cross-validation, every subject a test subject once, pretraining on each fold's training subjects only, the methods
+    scored on the pooled out-of-fold predictions. Every method is paired against `finetune` and `scratch` on the same units.
+    `lodo`: where PhysioNet 2016 has two or more databases, each is also the test set of a fold of its own (`LODO_METHODS`,
+    pretraining without it). `seeds`: the whole study once per seed (its folds, its models), the budget shared; the first
+    seed's result in full, every seed's in `by_seed` and their spread in `seed_spread`. Writes `out/quality.json` and `out/quality.md`."""
     if int(folds) < 1: raise ValueError(f'folds must be 1 (one seeded split) or more, got {folds}')
+    seeds = [int(s) for s in (seeds or [seed])]
+    if len(set(seeds)) != len(seeds): raise ValueError(f'seeds must differ, got {seeds}')
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     r = SimpleNamespace(data_root=data_root, test_root=test_root, out=Path(out), budget=_Budget(budget_minutes * 60),
-                        budget_minutes=budget_minutes, preset=preset, seed=seed, max_cycles=max_cycles, workers=workers, say=say,
-                        W=dict(pretrain=0.14, probes=0.10, run=0.04), preds={}, lodo_preds={}, fixed={}, feat_s=0.0)
-    r.cv_preds = r.preds
+                        budget_minutes=budget_minutes, preset=preset, seed=seeds[0], seeds=seeds, max_cycles=max_cycles, workers=workers,
+                        say=say, W=dict(pretrain=0.14, probes=0.10, run=0.04), fixed={}, feat_s=0.0)
     r.out.mkdir(parents=True, exist_ok=True)
     r.stages, r.t = {}, time.perf_counter()
     _quality_preprocess(r); _done(r, 'preprocess')
-    k = int(folds)
-    r.plan = [('cv', (f, k) if k > 1 else None) for f in range(k)] + [('lodo', d) for d in _lodo_databases(r, tasks, lodo)]
-    per_fold, per_db = [], {}
-    for r.i, (r.kind, arg) in enumerate(r.plan):
+    k, dbs = int(folds), _lodo_databases(r, tasks, lodo)
+    r.plan = [(kind, arg, s) for s in seeds for kind, arg in [('cv', (f, k) if k > 1 else None) for f in range(k)] + [('lodo', d) for d in dbs]]
+    runs, preds = {s: ([], {}) for s in seeds}, {s: ({}, {}) for s in seeds}
+    for r.i, (r.kind, arg, r.seed) in enumerate(r.plan):
         if r.i: r.stages = {}
+        base, (r.cv_preds, r.lodo_preds) = (r.out if len(seeds) == 1 else r.out/f'seed{r.seed}'), preds[r.seed]
+        if len(seeds) > 1 and (r.kind, arg) == r.plan[0][:2]: say(f'=== seed {r.seed}')
         if r.kind == 'cv':
-            r.root, r.methods = (r.out if k == 1 else r.out/f'fold{arg[0]}'), QUALITY_METHODS
+            r.root, r.methods, r.preds = (base if k == 1 else base/f'fold{arg[0]}'), QUALITY_METHODS, r.cv_preds
             if k > 1: say(f'== fold {arg[0] + 1} of {k}')
-            per_fold.append(_quality_fold(r, tasks, arg))
+            runs[r.seed][0].append(_quality_fold(r, tasks, arg))
         else:
-            r.root, r.methods, r.preds = r.out/f'lodo_{arg}', LODO_METHODS, r.lodo_preds
+            r.root, r.methods, r.preds = base/f'lodo_{arg}', LODO_METHODS, r.lodo_preds
             say(f'== physionet2016, leave one database out: test on {arg}')
-            per_db[arg] = _quality_fold(r, ['physionet2016'], holdout=arg)
-    return _quality_report(r, per_fold, per_db)
+            runs[r.seed][1][arg] = _quality_fold(r, ['physionet2016'], holdout=arg)
+    by_seed = {}
+    for s in seeds if len(seeds) > 1 else []:
+        r.seed, (r.cv_preds, r.lodo_preds) = s, preds[s]
+        by_seed[str(s)] = _seed_part(r, *runs[s])
+    r.seed, (r.cv_preds, r.lodo_preds) = seeds[0], preds[seeds[0]]
+    return _quality_report(r, *runs[seeds[0]], by_seed)
 
 # %% ../nbs/22_studies.ipynb #ae6bfaba
 def format_quality(res:dict) -> str:
@@ -466,7 +499,18 @@ def format_quality(res:dict) -> str:
                                  (f" [{v['primary_ci'][0]:.2f}, {v['primary_ci'][1]:.2f}]" if k == 'primary' and v.get('primary_ci') else '')
                 lines.append(f'| {m} | ' + ' | '.join(cell(k) for k in keys) + ' |')
             if part == 'tasks': lines += _paired_lines((res.get('paired') or {}).get(task) or {})
-    return '\n'.join(lines + _lodo_lines(res.get('lodo')))
+    return '\n'.join(lines + _lodo_lines(res.get('lodo')) + _seed_lines(res.get('seed_spread')))
+
+def _seed_lines(spread:dict|None) -> list:
+    "Markdown of the spread over seeds: each method's primary figure per task, mean ± standard deviation over the seeds."
+    if not spread: return []
+    tasks = list(spread)
+    methods = [m for m in QUALITY_METHODS if any(m in spread[x] for x in tasks)]
+    n = max(len(d['primary']) for x in tasks for d in spread[x].values())
+    cell = lambda d: '–' if d is None else f"{d['mean']:.3f} ± {d['sd']:.3f}"
+    return ['', f"**Over {n} seeds** (each seed its own folds and models): the primary figure, mean ± standard deviation", '',
+            '| method | ' + ' | '.join(tasks) + ' |', '|---' * (len(tasks) + 1) + '|'] + \
+           [f'| {m} | ' + ' | '.join(cell(spread[x].get(m)) for x in tasks) + ' |' for m in methods]
 
 def _lodo_lines(lodo:dict|None) -> list:
     "Markdown of the leave-one-database-out folds: each method's recording AUROC per held-out database, the means, the pooled figure."

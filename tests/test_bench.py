@@ -98,7 +98,7 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     assert res['counts']['external']['physionet2016']['recordings'] == 10
     assert all(v['n'] == 10 for v in res['external']['physionet2016'].values())
     assert res['counts']['pretrain']['excluded_subjects'] > 0            # downstream val/test subjects never pretrained on
-    assert set(res['stages']) == {'data', 'classical', 'pretrain', 'probes', 'finetune'} and res['minutes'] > 0
+    assert set(res['stages']) == {'preprocess', 'data', 'classical', 'pretrain', 'probes', 'finetune'} and res['minutes'] > 0
     assert set(res['pretrain']) == {'pahcl', 'cycle_only', 'sub_only'}
     assert (tmp_path/'q'/'quality.md').read_text().count('| classical |') == 5   # 2 tasks, the external set, 2 paired tables
     for task in ('pascal', 'physionet2016'):                              # every method paired with finetune and scratch, one split
@@ -189,6 +189,9 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
     assert any('leave one database out' in k for k in res['targets'])
     bad = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--folds', '0')
     assert bad.returncode == 2 and '--folds 0' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
+    for flags, said in ((['--seed', '1', '--seeds', '2', '3'], 'not both'), (['--seeds', '2', '2'], 'each seed once')):
+        bad = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', *flags)
+        assert bad.returncode == 2 and said in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
 SCORING_UNIT = {'physionet2016': 'recordings', 'pascal': 'recordings', 'circor_murmur': 'subjects', 'circor_outcome': 'subjects'}
 
