@@ -23,7 +23,8 @@ from .pretrain import embed_cycles
 # %% auto #0
 __all__ = ['SUBSTRUCTURE_BANDS', 'SUBSTRUCTURE_FEATURES', 'PROBE_C', 'GBT_GRID', 'PROBE_GRIDS', 'recording_features',
            'substructure_features', 'classical_features', 'fit_probe', 'cycle_predictions', 'quality_probe',
-           'constant_probe', 'cached_embedder', 'probe_predictions', 'crossfit_probe_predictions']
+           'constant_probe', 'cached_embedder', 'recording_embeddings', 'probe_predictions',
+           'crossfit_probe_predictions']
 
 # %% ../nbs/21_probes.ipynb #b93f0a47
 def recording_features(x:np.ndarray, sr:int) -> np.ndarray:
@@ -138,9 +139,9 @@ class _SerialGBT(HistGradientBoostingClassifier):
         with threadpool_limits(1, user_api='openmp'): return super().predict_proba(X)
 
 def _gbt_probe(X, y, params:dict, seed:int):
-    """Class-balanced gradient-boosted trees with `params` (learning_rate, max_leaf_nodes), 200 rounds, NaN taken natively;
-    a column constant (or empty) in training, which no split can use, is dropped first."""
-    clf = make_pipeline(VarianceThreshold(), _SerialGBT(max_iter=200, min_samples_leaf=10, early_stopping=False,
+    """Class-balanced gradient-boosted trees with `params` (learning_rate, max_leaf_nodes), 200 rounds on 64 bins per feature,
+    NaN taken natively; a column constant (or empty) in training, which no split can use, is dropped first."""
+    clf = make_pipeline(VarianceThreshold(), _SerialGBT(max_iter=200, max_bins=64, min_samples_leaf=10, early_stopping=False,
                                                         class_weight='balanced', random_state=seed, **params))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')                  # nanvar of an empty column
@@ -188,6 +189,16 @@ def cached_embedder(enc, cache:dict|None=None):
         if len(new): cache.update(zip(new.path, embed_cycles(enc, new, 4000, 256, 'cpu').numpy()))
         return np.stack([cache[p] for p in df.path]) if len(df) else np.zeros((0, enc.out_dim))
     return embed
+
+# %% ../nbs/21_probes.ipynb #5508afd3
+def recording_embeddings(df:pd.DataFrame, Z) -> tuple:
+    """(one row of `df` per recording, in order of first appearance; their vectors): the mean of each recording's cycle
+    embeddings `Z` (rows of `Z` in `df`'s order) followed by their standard deviation, (recordings, 2 × D)."""
+    Z = np.asarray(Z)
+    if not len(df): return df.iloc[:0].reset_index(drop=True), np.zeros((0, 2 * Z.shape[-1]))
+    g = pd.DataFrame(Z).groupby([df.subject.to_numpy(), df.recording.to_numpy()], sort=False)
+    rows = df.groupby(['subject', 'recording'], sort=False).head(1).reset_index(drop=True)
+    return rows, np.hstack([g.mean().to_numpy(), g.std(ddof=0).to_numpy()])
 
 # %% ../nbs/21_probes.ipynb #d2e24a3f
 def probe_predictions(embed, train:pd.DataFrame, val:pd.DataFrame, test:pd.DataFrame, task:str, label_map:dict, seed:int=0) -> pd.DataFrame:

@@ -11,8 +11,8 @@ from .config import load_config
 from .metrics import aggregate, classification_metrics, label_names, ovr_score
 
 # %% auto #0
-__all__ = ['SCORING_LEVEL', 'quality_metrics', 'primary_interval', 'unit_bootstrap', 'paired_auroc_difference',
-           'mean_auroc_difference']
+__all__ = ['SCORING_LEVEL', 'FAST_METRICS', 'quality_metrics', 'fast_auroc', 'primary_interval', 'unit_bootstrap',
+           'paired_auroc_difference', 'mean_auroc_difference']
 
 # %% ../nbs/16_stats.ipynb #f4b96de0
 SCORING_LEVEL = {'circor_murmur': 'patient', 'circor_outcome': 'patient', 'physionet2016': 'recording', 'pascal': 'recording'}
@@ -44,12 +44,30 @@ def _bootstrap(stat, n:int, n_boot:int, seed:int) -> tuple:
     boots = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)])
     return stat(np.arange(n)), np.nanpercentile(boots, 2.5, axis=0), np.nanpercentile(boots, 97.5, axis=0)
 
+# %% ../nbs/16_stats.ipynb #d4ca98c5
+def fast_auroc(y_true, score) -> float:
+    "Binary AUROC of `score` for the positives `y_true` (booleans), as the Mann–Whitney statistic on mid-ranks; NaN with one class."
+    from scipy.stats import rankdata
+    pos = np.asarray(y_true, bool); n1 = int(pos.sum()); n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0: return float('nan')
+    return float((rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+def _f1_macro(y, P) -> float:
+    "Macro F1 of the argmax of `P` over the classes present in `y` or predicted (scikit-learn's default label set)."
+    pred = P.argmax(1)
+    return float(np.mean([2 * np.sum((y == k) & (pred == k)) / (np.sum(y == k) + np.sum(pred == k)) for k in np.union1d(y, pred)]))
+
+FAST_METRICS = {'auroc': lambda y, P: ovr_score(y, P, fast_auroc), 'f1_macro': _f1_macro}
+
 # %% ../nbs/16_stats.ipynb #2b8c7c4b
 def primary_interval(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=300, seed:int=0) -> list:
     "95 % bootstrap interval over the scoring units of the task's primary metric (quality benchmark) of cycle predictions `pred`."
     name = load_config('finetune', task)['evaluation']['primary_metric']
     _, y, P = _unit_table(pred, task, label_map)
-    def stat(i): return classification_metrics(y[i], P[i], P.shape[1])[name] if len(np.unique(y[i])) > 1 else np.nan
+    fast = FAST_METRICS.get(name)
+    def stat(i):
+        if len(np.unique(y[i])) < 2: return np.nan
+        return fast(y[i], P[i]) if fast else classification_metrics(y[i], P[i], P.shape[1])[name]
     _, lo, hi = _bootstrap(stat, len(y), n_boot, seed)
     return [float(lo), float(hi)]
 
@@ -65,7 +83,7 @@ def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, 
         if len(np.unique(yy)) < 2: return np.nan, np.nan
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            return ovr_score(yy, pp, roc_auc_score), balanced_accuracy_score(yy, pp.argmax(1))
+            return ovr_score(yy, pp, fast_auroc), balanced_accuracy_score(yy, pp.argmax(1))
     (auroc, bacc), lo, hi = _bootstrap(both, len(y), n_boot, seed)
     K = P.shape[1]
     names = label_names(label_map)
@@ -78,13 +96,12 @@ def unit_bootstrap(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, 
 # %% ../nbs/16_stats.ipynb #ebe43e15
 def _paired_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict) -> tuple:
     "(number of units, `d(i)`: AUROC of a − AUROC of b over the units `i`) of two prediction frames of the same cycles."
-    from sklearn.metrics import roc_auc_score
     (ga, y, A), (gb, _, B) = _unit_table(pred_a, task, label_map), _unit_table(pred_b, task, label_map)
     keys = [c for c in ('subject', 'recording') if c in ga.columns]
     if not ga[keys].equals(gb[keys]): raise ValueError('paired_auroc_difference needs predictions of the same units in the same order')
     def d(i):
         if len(np.unique(y[i])) < 2: return np.nan
-        return ovr_score(y[i], A[i], roc_auc_score) - ovr_score(y[i], B[i], roc_auc_score)
+        return ovr_score(y[i], A[i], fast_auroc) - ovr_score(y[i], B[i], fast_auroc)
     return len(y), d
 
 def paired_auroc_difference(pred_a:pd.DataFrame, pred_b:pd.DataFrame, task:str, label_map:dict, n_boot:int=500, seed:int=0) -> tuple:

@@ -17,7 +17,7 @@ from .stats import (SCORING_LEVEL, quality_metrics, primary_interval, unit_boots
                          mean_auroc_difference)
 from .speed import pretrain_rate, finetune_rate, embed_rate
 from .probes import (classical_features, quality_probe, constant_probe, embed_cycles, cached_embedder, probe_predictions,
-                          crossfit_probe_predictions, cycle_predictions)
+                          crossfit_probe_predictions, cycle_predictions, recording_embeddings)
 
 # %% auto #0
 __all__ = ['QUALITY_METHODS', 'LODO_METHODS', 'ANCHORS', 'DEMO_MODES', 'cap_cycles', 'bench_view', 'plan_steps',
@@ -233,29 +233,38 @@ def _quality_pretrain(r):
     _done(r, 'pretrain')
 
 # %% ../nbs/22_studies.ipynb #25144b2d
+def _embedder(enc):
+    "`emb(dataset, df)` → the frozen embeddings of `enc` for the cycles of `df`, each cycle file embedded once across the folds' views."
+    cache = {}
+    def emb(ds, df):
+        keys = [_rec_key(ds, p) + '/' + Path(p).name for p in df.path]
+        new = [i for i, k in enumerate(keys) if k not in cache]
+        if new:
+            z = embed_cycles(enc, df.iloc[new].reset_index(drop=True), 4000, 256, 'cpu').numpy()
+            cache.update(zip([keys[i] for i in new], z))
+        return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, enc.out_dim))
+    return emb
+
 def _quality_probes(r):
-    "Stage 4: linear evaluation of the three pretrained encoders, a `quality_probe` on their frozen embeddings per task."
+    """Stage 4: linear evaluation of the three pretrained encoders: per task, a `quality_probe` on each recording's frozen
+    cycle embeddings, their mean and spread (`recording_embeddings`, chapter 21), so the probe sees recordings as its units."""
     from pahcl.tasks import task_info, SPLITS
     from pahcl.models import load_encoder_only
     todo = [(m, v) for m, v in (('linear', 'pahcl'), ('cycle_only', 'cycle_only'), ('sub_only', 'sub_only')) if m in r.methods]
     r.say('[4/5] linear evaluation: ' + ', '.join(m for m, _ in todo))
     r.left -= r.W['probes'] * len(todo) / 3
     for method, v in todo:
-        enc, cache = load_encoder_only(r.ckpt[v]).eval(), {}
-        def emb(ds, df):
-            keys = [_rec_key(ds, p) + '/' + Path(p).name for p in df.path]
-            new = [i for i, k in enumerate(keys) if k not in cache]
-            if new:
-                z = embed_cycles(enc, df.iloc[new].reset_index(drop=True), 4000, 256, 'cpu').numpy()
-                cache.update(zip([keys[i] for i in new], z))
-            return np.stack([cache[k] for k in keys]) if keys else np.zeros((0, enc.out_dim))
+        emb = _embedder(load_encoder_only(r.ckpt[v]).eval())
         for x in r.tasks:
             t1, ds = time.perf_counter(), task_info(x)['dataset']
             d = dict(r.sp[x], train=cap_cycles(r.sp[x]['train'], r.max_cycles))
-            Z = {s: emb(ds, d[s]) for s in SPLITS}
-            probe, C, b = quality_probe(Z['train'], d['train'].label_id.to_numpy(int), Z['val'], d['val'], x, r.lmap[x], r.seed)
-            e = _score(r, x, r.ext[x], probe(emb('ext:' + ds, r.ext[x])), ci=True) if x in r.ext else None
-            _record(r, x, method, dict(_score(r, x, d['test'], probe(Z['test']), ci=True, keep=method), C=C, offsets=b),
+            R = {s: recording_embeddings(d[s], emb(ds, d[s])) for s in SPLITS}
+            probe, C, b = quality_probe(R['train'][1], R['train'][0].label_id.to_numpy(int), R['val'][1], R['val'][0], x, r.lmap[x], r.seed)
+            e = None
+            if x in r.ext:
+                rows, V = recording_embeddings(r.ext[x], emb('ext:' + ds, r.ext[x]))
+                e = _score(r, x, rows, probe(V), ci=True)
+            _record(r, x, method, dict(_score(r, x, R['test'][0], probe(R['test'][1]), ci=True, keep=method), C=C, offsets=b),
                     (time.perf_counter() - t1) / 60, e)
     _done(r, 'probes')
 
@@ -403,7 +412,7 @@ def _quality_report(r, folds:list, per_db:dict, by_seed:dict|None=None) -> dict:
     """The result of a quality run (methods in `QUALITY_METHODS` order, counts, stages, targets, paired differences, the
     leave-one-database-out section), written to quality.json and quality.md. With several folds, `tasks` is the pooled
     out-of-fold score (also `pooled`), `folds` each fold's own figures, and the counts' test split is every fold's together;
-    with several seeds, `by_seed` (each seed's `_seed_part`) and their `seed_spread`."""
+    with several seeds, `by_seed` (this seed's figures, then the other seeds' `_seed_part`) and their `seed_spread`."""
     pooled, paired = _quality_pooled(r, r.cv_preds)
     first = folds[0]
     tasks, counts, stages = first['tasks'], first['counts'], first['stages']
@@ -420,7 +429,10 @@ def _quality_report(r, folds:list, per_db:dict, by_seed:dict|None=None) -> dict:
     if len(folds) > 1:
         result.update(pooled=_order(pooled), folds=[dict(f, tasks=_order(f['tasks']), external=_order(f['external'])) for f in folds])
     if per_db: result['lodo'] = _lodo_report(r, per_db)
-    if by_seed: result.update(seeds=r.seeds, by_seed=by_seed, seed_spread=seed_spread(by_seed))
+    if len(r.seeds) > 1:
+        mine = dict(tasks=result['tasks'], paired=paired, lodo_mean=result.get('lodo', {}).get('mean', {}))
+        by_seed = {str(r.seed): mine, **(by_seed or {})}
+        result.update(seeds=r.seeds, by_seed=by_seed, seed_spread=seed_spread(by_seed))
     result['targets'] = quality_targets(result)
     write_atomic(r.out/'quality.json', json.dumps(result, indent=1, default=float))
     write_atomic(r.out/'quality.md', format_quality(result) + '\n')
@@ -470,7 +482,7 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
             say(f'== physionet2016, leave one database out: test on {arg}')
             runs[r.seed][1][arg] = _quality_fold(r, ['physionet2016'], holdout=arg)
     by_seed = {}
-    for s in seeds if len(seeds) > 1 else []:
+    for s in seeds[1:]:                           # the first seed's part comes from its full report
         r.seed, (r.cv_preds, r.lodo_preds) = s, preds[s]
         by_seed[str(s)] = _seed_part(r, *runs[s])
     r.seed, (r.cv_preds, r.lodo_preds) = seeds[0], preds[seeds[0]]
