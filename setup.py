@@ -34,7 +34,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['pahcl', 'pahcl.*']),
     include_package_data=True,
-    package_data={'pahcl': ['configs/*.yaml', 'configs/tasks/*.yaml', 'assets/*', 'csrc/*.cpp']},
+    package_data={'pahcl': ['configs/*.yaml', 'configs/tasks/*.yaml', 'assets/*', 'csrc/*.cpp', 'weights/*']},
     install_requires=req('requirements'),
     extras_require={'dev': req('dev_requirements'), 'cuda': req('cuda_requirements')},
     dependency_links=cfg.get('dep_links', '').split(),

@@ -268,7 +268,8 @@ def _rank() -> int:
 # %% ../nbs/23_cli.ipynb #c403e6d8
 def _finetune_flags(p):
     add_flags(p, task=f"{', '.join(list_tasks())} (or task.name in --config)",
-              pretrained=f"pretraining checkpoint (default: pretrain.checkpoint_path, {default_config()['pretrain']['checkpoint_path']})")
+              pretrained=f"pretraining checkpoint, or pahcl-tiny for the encoder shipped with pahcl (default: pretrain.checkpoint_path, "
+                         f"{default_config()['pretrain']['checkpoint_path']})")
     p.add_argument('--from-scratch', action='store_true', help='no pretrained encoder: the supervised baseline')
     add_flags(p, data_dir='downstream folder (default: data.base_dir, data/downstream)',
               output_dir=dict(default='outputs', help='runs go to OUTPUT_DIR/<task>_<experiment>'),
@@ -363,7 +364,7 @@ def _run_flags(p):
               processed_dir='heart cycles, for prepare and all (default: data.processed_dir, data/processed)',
               data_dir='task folders, for prepare, train-all and all (default: data.base_dir, data/downstream)',
               output_dir=dict(default=RUN_DEFAULTS['output_dir'], help='runs, for train-all, summarize and all'),
-              pretrained='default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)',
+              pretrained='a checkpoint, or pahcl-tiny (shipped); default: pretrain.checkpoint_path (checkpoints/pretrain/best_model.pt)',
               experiment_name='default: finetune or linear')
     p.add_argument('--preprocess-workers', type=int, default=RUN_DEFAULTS['preprocess_workers'], help='worker processes for preprocess')
     add_flags(p, resume="train-all: continue each task's run from its last.pt",

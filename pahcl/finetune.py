@@ -16,7 +16,7 @@ from .config import load_config, dump_config, note
 from .files import write_atomic
 from .data import read_split, task_info_json, few_shot, CycleDataset, check_cycles
 from .models import (build_encoder, CycleClassifier, save_checkpoint, load_checkpoint, load_encoder_only, apply_preset,
-                     CheckpointError)
+                          CheckpointError, pretrained_path, PRETRAINED)
 from .training import (lr_scheduler, is_distributed, reduce_mean, loader_workers, use_amp, RunLimits, Run,
                             optimizer_step)
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
@@ -64,14 +64,14 @@ def build_classifier(cfg:dict, pretrained=None, from_scratch:bool=False) -> tupl
         raise FinetuneError('give either --pretrained or --from-scratch, not both')
     if pretrained is None and not from_scratch:              # pretrain.checkpoint_path is the default, as its name says
         pretrained = cfg['pretrain']['checkpoint_path']
-        if not Path(pretrained).exists():
+        if not pretrained_path(pretrained).exists():
             raise FinetuneError(f"no pretrained encoder at pretrain.checkpoint_path ({pretrained}): run pahcl pretrain, pass --pretrained PATH "
                                 "or --from-scratch for the supervised baseline")
     if from_scratch:
         enc, info = build_encoder(cfg['model']), dict(init='scratch')
     else:
-        p = Path(pretrained)
-        if not p.exists(): raise FinetuneError(f'{p}: pretrained checkpoint not found; run pahcl pretrain or fix --pretrained')
+        p = pretrained_path(pretrained)
+        if not p.exists(): raise FinetuneError(f"{p}: pretrained checkpoint not found; run pahcl pretrain, fix --pretrained or name a shipped encoder ({', '.join(PRETRAINED)})")
         ck = load_checkpoint(p)
         enc = load_encoder_only(ck)
         info = dict(init='pretrained', pretrained=str(p), pretrained_kind=ck.get('kind'), pretrained_epoch=ck.get('epoch'))

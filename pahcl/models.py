@@ -14,10 +14,11 @@ from .files import write_atomic
 from .ssm import MambaBlock, SCAN_IMPLS
 
 # %% auto #0
-__all__ = ['ENCODER_TYPES', 'POSITIONAL_ENCODINGS', 'MODEL_DEFAULTS', 'MODEL_PRESETS', 'CHECKPOINT_VERSION', 'CHECKPOINT_KINDS',
-           'resolve_model_config', 'conv_out_len', 'CNNFrontEnd', 'sinusoidal_positions', 'Encoder', 'build_encoder',
-           'samples_to_frames', 'pool_substructures', 'ProjectionHead', 'Classifier', 'CycleClassifier', 'apply_preset',
-           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_encoder_only', 'load_classifier']
+__all__ = ['ENCODER_TYPES', 'POSITIONAL_ENCODINGS', 'MODEL_DEFAULTS', 'MODEL_PRESETS', 'PRETRAINED', 'CHECKPOINT_VERSION',
+           'CHECKPOINT_KINDS', 'resolve_model_config', 'conv_out_len', 'CNNFrontEnd', 'sinusoidal_positions', 'Encoder',
+           'build_encoder', 'samples_to_frames', 'pool_substructures', 'ProjectionHead', 'Classifier',
+           'CycleClassifier', 'apply_preset', 'pretrained_path', 'CheckpointError', 'save_checkpoint',
+           'load_checkpoint', 'load_encoder_only', 'load_classifier']
 
 # %% ../nbs/12_models.ipynb #181b2f3a
 ENCODER_TYPES = ('cnn_mamba', 'cnn_transformer', 'cnn')
@@ -249,6 +250,17 @@ def apply_preset(cfg:Mapping, name:str|None) -> dict:
     out['model'] = {**dict(out.get('model') or {}), **copy.deepcopy(MODEL_PRESETS[name])}
     return out
 
+# %% ../nbs/12_models.ipynb #f1668b09
+PRETRAINED = {'pahcl-tiny': 'pahcl-tiny.pt'}      # a name → its file in pahcl/weights, beside its model card (pahcl-tiny.md)
+
+def pretrained_path(name_or_path) -> Path:
+    """The checkpoint file `name_or_path` means: a path as given, or the file of an encoder shipped with pahcl, named by its
+    key in `PRETRAINED` (a file of that name in the working folder wins)."""
+    from importlib.resources import files
+    p = Path(name_or_path)
+    if str(name_or_path) in PRETRAINED and not p.exists(): return Path(str(files('pahcl')))/'weights'/PRETRAINED[str(name_or_path)]
+    return p
+
 # %% ../nbs/12_models.ipynb #83eaa9e7
 CHECKPOINT_VERSION = 1
 CHECKPOINT_KINDS = ('pretrain', 'finetune')
@@ -334,9 +346,10 @@ def _check_ckpt(ckpt, source:str) -> dict:
     return ckpt
 
 def load_checkpoint(path) -> dict:
-    "Load a pahcl checkpoint on the CPU with `weights_only=True`; anything else is a `CheckpointError` naming the file."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"checkpoint not found: {path} (check the path, e.g. --checkpoint / pretrain.checkpoint_path)")
+    "Load a pahcl checkpoint (a path or a `PRETRAINED` name) on the CPU with `weights_only=True`; anything else is a `CheckpointError` naming the file."
+    path = pretrained_path(path)
+    if not path.is_file(): raise CheckpointError(f"checkpoint not found: {path} (check the path, e.g. --checkpoint / pretrain.checkpoint_path, "
+                                                 f"or name a shipped encoder: {', '.join(PRETRAINED)})")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         if 'Weights only load failed' in str(e):

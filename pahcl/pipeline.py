@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, tempfile, time
 from pathlib import Path
 from .config import load_config, list_tasks
-from .models import apply_preset
+from .models import apply_preset, pretrained_path
 from .preprocess import preprocess
 from .tasks import prepare
 from .pretrain import pretrain
@@ -26,7 +26,7 @@ def train_all(pretrained, data_dir='data/downstream', output_dir='outputs', line
     "Fine-tune every task (or `tasks`) found in `data_dir`; {task: final metrics}."
     tasks = [t for t in (tasks or list_tasks()) if (Path(data_dir)/t/'task_config.json').exists()]
     if not tasks: raise FinetuneError(f'{data_dir}: no prepared task here; run pahcl prepare (or pahcl run prepare) first')
-    if not from_scratch and not Path(pretrained).exists():
+    if not from_scratch and not pretrained_path(pretrained).exists():
         raise FinetuneError(f'{pretrained}: pretrained checkpoint not found; run pahcl pretrain first (or pass --pretrained)')
     name = experiment_name or ('linear' if linear else 'finetune')
     out = {}

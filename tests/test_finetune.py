@@ -128,3 +128,28 @@ def test_torchrun_finetune_matches_one_process(tiny_demo, pretrained, tmp_path):
     assert m2['world_size'] == 2 and m1['world_size'] == 1
     for k in ['test_accuracy', 'test_f1_macro', 'test_auroc', 'test_patient_f1_macro']:
         assert abs(m2[k] - m1[k]) <= 0.05, (k, m1[k], m2[k])
+
+def test_shipped_encoder_by_name(pahcl, tiny_demo, tmp_path):
+    "`--pretrained pahcl-tiny` fine-tunes from the encoder shipped in the package; its model card and facts lie beside it."
+    from pahcl.models import pretrained_path
+    ship = pretrained_path('pahcl-tiny')
+    assert ship.exists() and ship.with_suffix('.md').exists() and ship.with_suffix('.json').exists()
+    assert ship.stat().st_size < 5e6 and '## Intended use' in ship.with_suffix('.md').read_text()
+    r = pahcl('finetune', '--task', 'pascal', '--pretrained', 'pahcl-tiny', '--data-dir', tiny_demo['downstream'], '--output-dir', tmp_path,
+              '--epochs', '1', '--quiet', *sum([['--set', s] for s in FAST], []))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path/'pascal_downstream'/'final_metrics.json').read_text())
+    assert m['init'] == 'pretrained' and m['pretrained'].endswith('pahcl-tiny.pt')
+
+def test_make_pretrained_tool(tiny_demo, tmp_path):
+    "tools/make_pretrained.py pretrains on a processed folder and writes the encoder, its facts and its model card."
+    tool = Path(__file__).resolve().parents[1]/'tools'/'make_pretrained.py'
+    r = subprocess.run([sys.executable, tool, '--processed', tiny_demo['processed'], '--minutes', '0.1', '--out', tmp_path],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    facts = json.loads((tmp_path/'pahcl-tiny.json').read_text())
+    assert facts['epochs'] >= 1 and facts['counts']['subjects'] > 0 and facts['model_config']['mamba_d_model'] == 32
+    assert load_checkpoint(tmp_path/'pahcl-tiny.pt')['kind'] == 'pretrain'
+    assert f"{facts['counts']['cycles']:,} cycles" in (tmp_path/'pahcl-tiny.md').read_text()
+    r = subprocess.run([sys.executable, tool, '--minutes', '1'], capture_output=True, text=True)
+    assert r.returncode == 2 and '--data-root or --processed' in r.stderr

@@ -18,6 +18,7 @@ def test_wheel_ships_configs_and_entry_point(tmp_path):
              [f'tasks/{t}.yaml' for t in ('circor_murmur', 'circor_outcome', 'physionet2016', 'pascal')]:
         assert f'pahcl/configs/{f}' in names, f
     assert 'pahcl/csrc/selective_scan.cpp' in names                  # the scan kernel's C++ source, compiled on first use
+    for f in ('pt', 'md', 'json'): assert f'pahcl/weights/pahcl-tiny.{f}' in names   # the shipped encoder and its model card
     ep = next(n for n in names if n.endswith('entry_points.txt'))
     assert 'pahcl = pahcl.cli:main' in zipfile.ZipFile(whl).read(ep).decode()
 
