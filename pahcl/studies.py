@@ -179,7 +179,7 @@ def _quality_classical(r):
     need = {k for x in r.tasks for d in r.sp[x].values() for k in (_rec_key(task_info(x)['dataset'], p) for p in d.path)}
     need |= {'ext:' + _rec_key(task_info(x)['dataset'], p) for x, d in r.ext.items() for p in d.path}
     r.feats, t0 = getattr(r, 'feats', {}), time.perf_counter()    # a recording's features are the same in every fold: computed once
-    paths = _classical_paths(r)
+    paths = r.paths = getattr(r, 'paths', None) or _classical_paths(r)   # and so are the audio files: read once
     r.feats.update(classical_features({k: paths[k] for k in need - set(r.feats) if k in paths}, r.workers, substructure=True))
     r.feat_s = time.perf_counter() - t0
     for x in r.tasks:
@@ -417,7 +417,8 @@ def _quality_report(r, folds:list, per_db:dict, by_seed:dict|None=None) -> dict:
     first = folds[0]
     tasks, counts, stages = first['tasks'], first['counts'], first['stages']
     if len(folds) > 1:
-        tasks = pooled
+        tasks = pooled = {x: {m: dict(v, minutes=round(sum(f['tasks'][x][m].get('minutes', 0) for f in folds if m in f['tasks'][x]), 2))
+                              for m, v in ms.items()} for x, ms in pooled.items()}     # a method's minutes: all its folds'
         counts = dict(first['counts'], **{x: dict(first['counts'][x], test={k: sum(f['counts'][x]['test'][k] for f in folds)
                                                                           for k in ('subjects', 'recordings', 'cycles')}) for x in first['tasks']})
         stages = {k: round(sum(f['stages'].get(k, 0) for f in folds), 2) for k in first['stages']}

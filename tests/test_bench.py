@@ -171,6 +171,7 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
     for m, v in res['pooled']['physionet2016'].items():
         assert m in QUALITY_METHODS and v['n'] == len(everyone), (m, v['n'])     # pooled over the folds: every unit scored
         lo, hi = v['primary_ci']; assert lo <= hi, (m, v)
+        assert v['minutes'] == pytest.approx(sum(f['tasks']['physionet2016'][m]['minutes'] for f in res['folds']), abs=0.011)
     for f in res['folds']:
         assert f['counts']['pretrain']['excluded_subjects'] > 0                     # each fold pretrains without its val/test subjects
         assert set(f['tasks']['physionet2016']) == set(QUALITY_METHODS)
