@@ -34,14 +34,15 @@ def pretrain_all(processed:Path, minutes:float, seed:int, work:Path) -> dict:
     epochs, steps = plan_steps(pretrain_rate(cfg, train), minutes * 60, max(1, len(train) // bs), min_epochs=5, max_epochs=100)
     s = pretrain(cfg, processed, work/'run', epochs=epochs, device='cpu', quiet=True, overwrite=True,
                  limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=minutes * 60, mid_epoch_stop=True))
-    return dict(s, counts=counts, planned_epochs=epochs, steps_per_epoch=steps, batch_size=bs, config=cfg)
+    return dict(s, counts=counts, planned_epochs=epochs, steps_per_epoch=steps, batch_size=bs)
 
 def encoder_only(best:Path, out:Path) -> dict:
-    "Write the encoder of checkpoint `best` alone to `out`; its model config and epoch."
+    "Write the encoder of checkpoint `best` alone to `out`; its model config, epoch and number of parameters."
     from pahcl.models import load_checkpoint, load_encoder_only, save_checkpoint
     ck = load_checkpoint(best)
-    save_checkpoint(out, kind='pretrain', encoder=load_encoder_only(ck), epoch=ck['epoch'], metrics=ck.get('metrics'))
-    return dict(model_config=ck['model_config'], epoch=ck['epoch'])
+    enc = load_encoder_only(ck)
+    save_checkpoint(out, kind='pretrain', encoder=enc, epoch=ck['epoch'], metrics=ck.get('metrics'))
+    return dict(model_config=ck['model_config'], epoch=ck['epoch'], parameters=sum(p.numel() for p in enc.parameters()))
 
 def source(processed:Path, data_root) -> str:
     "The raw folder the cycles of `processed` were made from (`data_root`, or what its processing_stats.json says)."
@@ -133,13 +134,12 @@ def main(argv=None) -> int:
         s = pretrain_all(processed, a.minutes, a.seed, work)
         out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
         enc = encoder_only(Path(s['best_model']), out/f'{NAME}.pt')
-    from pahcl.models import load_encoder_only
     commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     facts = dict(name=NAME, counts=s['counts'], epochs=s['epochs'], planned_epochs=s['planned_epochs'], steps_per_epoch=s['steps_per_epoch'],
                  batch_size=s['batch_size'], criterion=s['criterion'], best=s['best'], best_epoch=s['best_epoch'],
                  minutes=round(s['seconds'] / 60, 1), threads=torch.get_num_threads(), torch=torch.__version__,
                  model_config=enc['model_config'], seed=a.seed, commit=commit or 'unknown',
-                 parameters=sum(p.numel() for p in load_encoder_only(out/f'{NAME}.pt').parameters()),
+                 parameters=enc['parameters'],
                  source=source(processed, a.data_root),
                  command='python tools/make_pretrained.py ' + ' '.join(argv if argv is not None else sys.argv[1:]))
     write_atomic(out/f'{NAME}.json', json.dumps(facts, indent=1, default=float) + '\n')
