@@ -22,9 +22,9 @@ from .training import (lr_scheduler, is_distributed, reduce_mean, loader_workers
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
-__all__ = ['FinetuneError', 'check_label_map', 'check_sample_rate', 'architecture_note', 'build_classifier', 'freeze_encoder',
-           'train_mode', 'make_optimizer', 'make_criterion', 'predict', 'add_logit_offsets', 'score_split',
-           'train_loader', 'run_dir', 'finetune', 'load_finetuned']
+__all__ = ['HEAD_INITS', 'FinetuneError', 'check_label_map', 'check_sample_rate', 'architecture_note', 'build_classifier',
+           'freeze_encoder', 'train_mode', 'make_optimizer', 'make_criterion', 'recalibrate_batchnorm', 'fit_head',
+           'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir', 'finetune', 'load_finetuned']
 
 # %% ../nbs/17_finetune.ipynb #08e46dad
 class FinetuneError(ValueError):
@@ -107,6 +107,43 @@ def make_criterion(tr:dict, class_weights, device='cpu') -> nn.Module:
     w = torch.tensor(class_weights, dtype=torch.float32, device=device) if tr['use_class_weights'] and class_weights else None
     return nn.CrossEntropyLoss(weight=w, label_smoothing=float(tr['label_smoothing']))
 
+# %% ../nbs/17_finetune.ipynb #2d228b01
+HEAD_INITS = ('random', 'probe')
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder:nn.Module, df:pd.DataFrame, target_length:int=4000, n:int=2000, seed:int=0,
+                          batch_size:int=64) -> int:
+    "Re-estimate the BatchNorm running statistics of `encoder` on at most `n` cycles of `df` (an equal-weight average of the batches); the cycles used."
+    bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    sub = df.sample(n=min(n, len(df)), random_state=seed) if len(df) else df
+    if not bns or not len(sub): return 0
+    was, moms = encoder.training, [b.momentum for b in bns]
+    for b in bns: b.reset_running_stats(); b.momentum = None          # None: cumulative average
+    encoder.train()
+    for b in torch.utils.data.DataLoader(CycleDataset(sub, target_length=target_length), batch_size=batch_size):
+        encoder(b['x'].to(next(encoder.parameters()).device))
+    for b, m in zip(bns, moms): b.momentum = m
+    encoder.train(was)
+    return len(sub)
+
+# %% ../nbs/17_finetune.ipynb #2a12b8ce
+def fit_head(model:CycleClassifier, df:pd.DataFrame, crit:nn.Module, tr:dict, target_length:int=4000, n:int=4000, seed:int=0,
+             steps:int=300, lr:float=1e-2) -> float:
+    "Fit `model.classifier` alone, full batch, to the frozen encoder's embeddings of at most `n` cycles of `df` with loss `crit`; its final loss."
+    sub = df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
+    dev, was = next(model.parameters()).device, model.encoder.training
+    model.encoder.eval()
+    dl = torch.utils.data.DataLoader(CycleDataset(sub, target_length=target_length), batch_size=256)
+    with torch.no_grad():
+        z, y = zip(*[(model.embed(b['x'].to(dev)).float(), b['label'].to(dev)) for b in dl])
+    z, y = torch.cat(z), torch.cat(y)                                   # (n, out_dim), (n,)
+    opt = torch.optim.AdamW(model.classifier.parameters(), lr=lr, weight_decay=float(tr['weight_decay']))
+    model.classifier.train()
+    for _ in range(steps):
+        opt.zero_grad(); loss = crit(model.classifier(z), y); loss.backward(); opt.step()
+    model.encoder.train(was)
+    return float(loss.detach())
+
 # %% ../nbs/17_finetune.ipynb #471f7aa8
 @torch.no_grad()
 def predict(model:nn.Module, df:pd.DataFrame, target_length:int=4000, batch_size:int=64, device='cpu', use_amp:bool=False) -> np.ndarray:
@@ -183,6 +220,11 @@ def _finetune_parts(cfg:dict, run:Run, n_train:int, weights, pretrained, from_sc
     tr = cfg['training']
     run.start_model(int(cfg['seed']))
     model, info = build_classifier(cfg, pretrained, from_scratch)
+    if tr['head_init'] not in HEAD_INITS:
+        raise FinetuneError(f"training.head_init: {tr['head_init']!r} is not one of {', '.join(HEAD_INITS)}")
+    if tr['head_init'] == 'probe' and info.get('classifier') == 'from checkpoint':
+        raise FinetuneError(f"training.head_init: probe would refit the classifier that pretrain.load_encoder_only: false loads from "
+                            f"{info['pretrained']}; set one of them")
     if linear_eval: freeze_encoder(model)
     model.to(run.dev)
     bs = max(1, int(tr['batch_size']) // run.world)
@@ -208,7 +250,7 @@ def _finetune_start(cfg:dict, run:Run, p:SimpleNamespace, experiment:str, mode:s
     by_val = val_subjects >= int(ev.get('selection_min_subjects', 0))   # else: keep the last epoch, no early stopping
     run_info = dict(task=p.task, experiment=experiment, mode=mode, few_shot_ratio=few_shot_ratio, world_size=run.world, device=str(run.dev),
                     train_cycles=len(train_df), train_subjects=int(train_df['subject'].nunique()), steps_per_epoch=p.steps,
-                    num_epochs=int(cfg['training']['num_epochs']),
+                    num_epochs=int(cfg['training']['num_epochs']), head_init=cfg['training']['head_init'],
                     val_cycles=len(val_df), test_cycles=len(test_df), **info)
     run.open_writer(p.start, p.steps)
     if run.rank == 0:
@@ -266,6 +308,17 @@ def _finetune_validate(cfg:dict, run:Run, p:SimpleNamespace, row:dict, val_df, e
     if decision[2] and epoch < int(tr['num_epochs']) - 1: run.log.info(f'time budget of {run.limits.time_budget_s:.0f} s spent; stopping')
     return decision
 
+# %% ../nbs/17_finetune.ipynb #fd47a01c
+def _finetune_probe(cfg:dict, run:Run, p:SimpleNamespace, train_df, val_df, by_val:bool):
+    """LP-FT's first step on a fresh run: BatchNorm statistics re-estimated on the training cycles, the head fitted on the
+    frozen features, then scored on validation as epoch −1 (a candidate for best_model.pt like any epoch)."""
+    t0, seed = time.perf_counter(), int(cfg['seed'])
+    n = recalibrate_batchnorm(p.model.encoder, train_df, p.tl, seed=seed)
+    loss = fit_head(p.model, train_df, p.crit, cfg['training'], p.tl, seed=seed)
+    run.log.info(f'head_init probe: the head fitted on the frozen features of {min(4000, len(train_df))} training cycles '
+                 f'(BatchNorm statistics from {n}), loss {loss:.4f}')
+    if run.rank == 0: _finetune_validate(cfg, run, p, dict(epoch=-1, train_loss=loss, lr=0.0), val_df, -1, t0, by_val)
+
 # %% ../nbs/17_finetune.ipynb #d646f47a
 def _finetune_decide(cfg:dict, run:Run, p:SimpleNamespace, val_df) -> tuple:
     """Rank 0, after training: final_model.pt, then the kept model (best_model.pt, else final_model.pt) loaded back with its
@@ -303,7 +356,7 @@ def _finetune_test(cfg:dict, run:Run, p:SimpleNamespace, test_df, best_epoch, de
             if f'{lvl}confusion_matrix' in tm: save_confusion(tm[f'{lvl}confusion_matrix'], names, out/f'{lvl}confusion_matrix')
     listed = {f'test_{k}': tm.get(k) for k in ev['metrics']}          # evaluation.metrics first, in its order (guide §4.1)
     final = dict(listed, **prefixed(tm, 'test_'), metrics=list(ev['metrics']), task=p.task, experiment=run_info['experiment'],
-                 mode=run_info['mode'], best_epoch=best_epoch, epochs_trained=len(p.history), primary_metric=primary,
+                 mode=run_info['mode'], best_epoch=best_epoch, epochs_trained=sum(r['epoch'] >= 0 for r in p.history), primary_metric=primary,
                  test_primary=primary_value(tm, primary), best_val_primary=p.best, stopped_early=stop,
                  minutes=round(run.seconds() / 60, 2), seed=int(cfg['seed']), **decision,
                  **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
@@ -335,6 +388,7 @@ def finetune(cfg:dict|None=None, task:str|None=None, pretrained=None, from_scrat
         p = _finetune_parts(cfg, run, len(splits[0]), splits[3], pretrained, from_scratch, linear_eval, task, label_map)
         run_info, by_val = _finetune_start(cfg, run, p, experiment, mode, few_shot_ratio, splits[:3])
     train_df, val_df, test_df, _ = splits
+    if cfg['training']['head_init'] == 'probe' and not p.history: _finetune_probe(cfg, run, p, train_df, val_df, by_val)
     stop = False
     for epoch in range(p.start, int(cfg['training']['num_epochs'])):
         t0 = time.perf_counter()

@@ -277,9 +277,10 @@ def _quality_run(r, x:str, method:str, rate:float, fbs:int):
     from pahcl.training import RunLimits
     share = r.budget.share(r.W['run'], r.left); r.left -= r.W['run']
     n = len(few_shot(r.sp[x]['train'], 0.1, seed=r.seed)) if method == 'fewshot10' else len(r.sp[x]['train'])
-    epochs, steps = plan_steps(rate, share, max(1, math.ceil(n / fbs)), len(r.sp[x]['val']) / r.erate, min_epochs=4, max_epochs=60)
+    probe_s = (min(n, 2000) + min(n, 4000) + len(r.sp[x]['val'])) / r.erate        # LP-FT's head fit and its epoch −1
+    epochs, steps = plan_steps(rate, max(1.0, share - probe_s), max(1, math.ceil(n / fbs)), len(r.sp[x]['val']) / r.erate, min_epochs=4, max_epochs=60)
     cfg = load_config('finetune', x, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
-                                           'training.early_stopping_patience=1000', f'seed={r.seed}']
+                                           'training.early_stopping_patience=1000', f'seed={r.seed}', 'training.head_init=probe']
                       + (['training.encoder_lr_scale=1.0'] if method == 'scratch' else []))   # a random encoder has nothing to preserve
     t1 = time.perf_counter()
     fin = finetune(cfg, x, pretrained=None if method == 'scratch' else r.ckpt['pahcl'], from_scratch=method == 'scratch',

@@ -221,7 +221,7 @@ class Run:
         """Rank 0's files after an epoch: best_model.pt when it `improved`, epoch_N.pt every `save_interval` epochs, last.pt
         (`meta` with the optimizer, schedule, the model's state, `extra`, the history and the random state) and history.json."""
         if improved: save_checkpoint(self.out/'best_model.pt', **meta)
-        if save_interval and (epoch + 1) % int(save_interval) == 0: save_checkpoint(self.out/f'epoch_{epoch + 1}.pt', **meta)
+        if save_interval and epoch >= 0 and (epoch + 1) % int(save_interval) == 0: save_checkpoint(self.out/f'epoch_{epoch + 1}.pt', **meta)
         save_checkpoint(self.last, **meta, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                         extra=dict(model=unwrap(model).state_dict(), **extra, history=history, rng=torch.get_rng_state()))
         write_atomic(self.out/'history.json', json.dumps(history, indent=1, default=float))
