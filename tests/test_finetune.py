@@ -153,3 +153,8 @@ def test_make_pretrained_tool(tiny_demo, tmp_path):
     assert f"{facts['counts']['cycles']:,} cycles" in (tmp_path/'pahcl-tiny.md').read_text()
     r = subprocess.run([sys.executable, tool, '--minutes', '1'], capture_output=True, text=True)
     assert r.returncode == 2 and '--data-root or --processed' in r.stderr
+    (tmp_path/'pahcl-tiny.md').unlink()                       # --card-only writes the card again from the facts, training nothing
+    r = subprocess.run([sys.executable, tool, '--card-only', '--out', tmp_path], capture_output=True, text=True)
+    assert r.returncode == 0 and f"{facts['counts']['cycles']:,} cycles" in (tmp_path/'pahcl-tiny.md').read_text(), r.stderr
+    r = subprocess.run([sys.executable, tool, '--card-only', '--out', tmp_path/'none'], capture_output=True, text=True)
+    assert r.returncode == 2 and 'pahcl-tiny.json not found' in r.stderr

@@ -2,6 +2,7 @@
 
     python tools/make_pretrained.py --data-root ../shared/data --minutes 10
     python tools/make_pretrained.py --processed bench_quality/processed --minutes 10   # cycles already made
+    python tools/make_pretrained.py --card-only      # the card again, after a new stored benchmark run
 
 Preprocesses --data-root (or takes the cycles of --processed), pretrains PA-HCL with the `tiny` preset on the
 cycles of every subject there (pahcl's own 10 % of subjects held out for validation and the choice of the best
@@ -98,7 +99,7 @@ This file has heard every shared subject, so it cannot be scored on them. What t
 `pahcl bench quality --data-root ../shared/data --budget-minutes 60` (5-fold cross-validation by subject, each fold
 pretraining its own encoder on its training subjects only; primary metric, pooled out-of-fold):
 
-| task | metric | scratch | frozen PA-HCL, linear probe | PA-HCL fine-tuned | best classical |
+| task | metric | scratch | frozen PA-HCL, linear probe | PA-HCL fine-tuned (LP-FT) | best classical |
 |---|---|---|---|---|---|
 {rows}
 
@@ -113,6 +114,14 @@ pretraining its own encoder on its training subjects only; primary metric, poole
 - A small model trained for minutes on two CPU cores: it trades accuracy for a laptop's budget.
 """
 
+def rewrite_card(out:Path) -> int:
+    "The model card made again from the facts beside the weights and the stored benchmark's latest figures."
+    from pahcl.files import write_atomic
+    if not (out/f'{NAME}.json').exists():
+        print(f'make_pretrained: {out/NAME}.json not found; make the weights first (--data-root or --processed)', file=sys.stderr); return 2
+    write_atomic(out/f'{NAME}.md', model_card(json.loads((out/f'{NAME}.json').read_text())))
+    print(f"{out/f'{NAME}.md'}: figures from {QUALITY.relative_to(ROOT)}"); return 0
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--data-root', help='raw datasets in their original layouts (e.g. ../shared/data)')
@@ -120,7 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument('--minutes', type=float, default=10.0, help='training time (default 10)')
     ap.add_argument('--seed', type=int, default=42)
     ap.add_argument('--out', default=str(WEIGHTS), help=f'folder for the three files (default: {WEIGHTS.relative_to(ROOT)})')
+    ap.add_argument('--card-only', action='store_true', help=f'rewrite {NAME}.md from {NAME}.json and the stored benchmark, training nothing')
     a = ap.parse_args(argv)
+    if a.card_only: return rewrite_card(Path(a.out))
     if bool(a.data_root) == bool(a.processed):
         print('make_pretrained: give --data-root or --processed (one of them)', file=sys.stderr); return 2
     import torch
