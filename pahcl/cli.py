@@ -489,6 +489,8 @@ def _bench_quality_flags(p):
     p.add_argument('--seeds', type=int, nargs='+', help='run the whole study once per seed, sharing the budget (instead of --seed)')
     p.add_argument('--no-lodo', '--no_lodo', dest='lodo', action='store_false',
                    help='skip the PhysioNet 2016 leave-one-database-out folds (run where two or more databases are present)')
+    p.add_argument('--ablations', action='store_true',
+                   help='also pretrain and probe the two ablations (cycle loss only, sub-structure loss only) in every fold')
 
 @command('bench quality', 'the real-data benchmark: PA-HCL against baselines in a time budget', _bench_quality_flags)
 def cmd_bench_quality(args) -> int:
@@ -500,7 +502,7 @@ def cmd_bench_quality(args) -> int:
     if not args.data_root: raise FileNotFoundError('pahcl bench quality needs --data-root (a folder with the raw CirCor, PhysioNet 2016 and/or PASCAL layouts, such as ../shared/data)')
     res = bench_quality(args.data_root, out=args.out or 'bench_quality', test_root=args.test_root, budget_minutes=args.budget_minutes,
                         preset=args.preset or 'tiny', seed=42 if args.seed is None else args.seed, max_cycles=args.max_cycles or None, tasks=args.tasks,
-                        folds=args.folds, lodo=args.lodo, seeds=args.seeds)
+                        folds=args.folds, lodo=args.lodo, seeds=args.seeds, ablations=args.ablations)
     if not args.json:
         print(format_quality(res)); print()
         for k, v in res['targets'].items(): print(f"{'met   ' if v['met'] else 'missed'} {k}: {v['detail']}")

@@ -72,14 +72,14 @@ def test_mambapy_bidirectional_layer():
 # --- pahcl bench quality, end to end on tiny synthetic data -------------------------------------------------
 
 def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
-    "Every method on two tasks, an external test set, the JSON line and the files; the budget is split by stage."
+    "Every method (the ablations too) on two tasks, an external test set, the JSON line and the files; the budget is split by stage."
     import json
     from pahcl.studies import QUALITY_METHODS
     from pahcl.demo_data import make_physionet2016
     ext = tmp_path/'ext'
     make_physionet2016(ext/'physionet2016', n_records={'training-e': (5, 5, (6, 7))}, seed=11)
     r = pahcl('bench', 'quality', '--data-root', tiny_demo['raw'], '--test-root', ext, '--budget-minutes', '1',
-              '--tasks', 'physionet2016', 'pascal', '--folds', '1', '--out', tmp_path/'q', '--json', timeout=1200)
+              '--tasks', 'physionet2016', 'pascal', '--folds', '1', '--ablations', '--out', tmp_path/'q', '--json', timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(res['tasks']) == {'physionet2016', 'pascal'}
@@ -100,6 +100,7 @@ def test_bench_quality_end_to_end(pahcl, tiny_demo, tmp_path):
     assert res['counts']['pretrain']['excluded_subjects'] > 0            # downstream val/test subjects never pretrained on
     assert set(res['stages']) == {'preprocess', 'data', 'classical', 'pretrain', 'probes', 'finetune'} and res['minutes'] > 0
     assert set(res['pretrain']) == {'pahcl', 'cycle_only', 'sub_only'}
+    assert all(v['criterion'] == 'val_loss' for v in res['pretrain'].values())    # the epoch of least validation loss is kept
     assert (tmp_path/'q'/'quality.md').read_text().count('| classical |') == 5   # 2 tasks, the external set, 2 paired tables
     for task in ('pascal', 'physionet2016'):                              # every method paired with finetune and scratch, one split
         p = res['paired'][task]['classical']['vs_finetune']
@@ -156,7 +157,7 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
     then the two databases each held out once."""
     import json
     from pahcl.data import read_split
-    from pahcl.studies import QUALITY_METHODS, LODO_METHODS
+    from pahcl.studies import QUALITY_METHODS, LODO_METHODS, ABLATIONS
     from pahcl.demo_data import make_physionet2016
     make_physionet2016(tmp_path/'raw'/'physionet2016', n_records={'training-a': (7, 7, (8, 9)), 'training-b': (7, 7, (8, 9))}, seed=5)
     r = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--budget-minutes', '1', '--folds', '2', '--out', tmp_path/'q',
@@ -174,7 +175,8 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
         assert v['minutes'] == pytest.approx(sum(f['tasks']['physionet2016'][m]['minutes'] for f in res['folds']), abs=0.011)
     for f in res['folds']:
         assert f['counts']['pretrain']['excluded_subjects'] > 0                     # each fold pretrains without its val/test subjects
-        assert set(f['tasks']['physionet2016']) == set(QUALITY_METHODS)
+        assert set(f['tasks']['physionet2016']) == set(QUALITY_METHODS) - set(ABLATIONS)      # no ablations without --ablations
+        assert set(f['pretrain']) == {'pahcl'}
     p = res['paired']['physionet2016']
     assert set(p['scratch']) == {'vs_finetune'} and set(p['linear']) == {'vs_finetune', 'vs_scratch'}
     assert p['linear']['vs_finetune']['units'] == len(everyone) and p['linear']['vs_finetune']['ci'][0] <= p['linear']['vs_finetune']['ci'][1]
