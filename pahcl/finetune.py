@@ -22,9 +22,10 @@ from .training import (lr_scheduler, is_distributed, reduce_mean, loader_workers
 from .metrics import predictions_frame, evaluate_predictions, primary_value, save_confusion, prefixed, tune_offsets
 
 # %% auto #0
-__all__ = ['HEAD_INITS', 'FinetuneError', 'check_label_map', 'check_sample_rate', 'architecture_note', 'build_classifier',
-           'freeze_encoder', 'train_mode', 'make_optimizer', 'make_criterion', 'recalibrate_batchnorm', 'fit_head',
-           'predict', 'add_logit_offsets', 'score_split', 'train_loader', 'run_dir', 'finetune', 'load_finetuned']
+__all__ = ['HEAD_INITS', 'BATCHNORM_CYCLES', 'HEAD_CYCLES', 'FinetuneError', 'check_label_map', 'check_sample_rate',
+           'architecture_note', 'build_classifier', 'freeze_encoder', 'train_mode', 'make_optimizer', 'make_criterion',
+           'recalibrate_batchnorm', 'fit_head', 'predict', 'add_logit_offsets', 'score_split', 'train_loader',
+           'run_dir', 'finetune', 'load_finetuned']
 
 # %% ../nbs/17_finetune.ipynb #08e46dad
 class FinetuneError(ValueError):
@@ -109,25 +110,26 @@ def make_criterion(tr:dict, class_weights, device='cpu') -> nn.Module:
 
 # %% ../nbs/17_finetune.ipynb #2d228b01
 HEAD_INITS = ('random', 'probe')
+BATCHNORM_CYCLES, HEAD_CYCLES = 2000, 4000      # training cycles LP-FT reads for the BatchNorm statistics and for the head's fit
 
 @torch.no_grad()
-def recalibrate_batchnorm(encoder:nn.Module, df:pd.DataFrame, target_length:int=4000, n:int=2000, seed:int=0,
+def recalibrate_batchnorm(encoder:nn.Module, df:pd.DataFrame, target_length:int=4000, n:int=BATCHNORM_CYCLES, seed:int=0,
                           batch_size:int=64) -> int:
     "Re-estimate the BatchNorm running statistics of `encoder` on at most `n` cycles of `df` (an equal-weight average of the batches); the cycles used."
     bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     sub = df.sample(n=min(n, len(df)), random_state=seed) if len(df) else df
     if not bns or not len(sub): return 0
-    was, moms = encoder.training, [b.momentum for b in bns]
+    was, moms, dev = encoder.training, [b.momentum for b in bns], next(encoder.parameters()).device
     for b in bns: b.reset_running_stats(); b.momentum = None          # None: cumulative average
     encoder.train()
     for b in torch.utils.data.DataLoader(CycleDataset(sub, target_length=target_length), batch_size=batch_size):
-        encoder(b['x'].to(next(encoder.parameters()).device))
+        encoder(b['x'].to(dev))
     for b, m in zip(bns, moms): b.momentum = m
     encoder.train(was)
     return len(sub)
 
 # %% ../nbs/17_finetune.ipynb #2a12b8ce
-def fit_head(model:CycleClassifier, df:pd.DataFrame, crit:nn.Module, tr:dict, target_length:int=4000, n:int=4000, seed:int=0,
+def fit_head(model:CycleClassifier, df:pd.DataFrame, crit:nn.Module, tr:dict, target_length:int=4000, n:int=HEAD_CYCLES, seed:int=0,
              steps:int=300, lr:float=1e-2) -> float:
     "Fit `model.classifier` alone, full batch, to the frozen encoder's embeddings of at most `n` cycles of `df` with loss `crit`; its final loss."
     sub = df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
@@ -315,7 +317,7 @@ def _finetune_probe(cfg:dict, run:Run, p:SimpleNamespace, train_df, val_df, by_v
     t0, seed = time.perf_counter(), int(cfg['seed'])
     n = recalibrate_batchnorm(p.model.encoder, train_df, p.tl, seed=seed)
     loss = fit_head(p.model, train_df, p.crit, cfg['training'], p.tl, seed=seed)
-    run.log.info(f'head_init probe: the head fitted on the frozen features of {min(4000, len(train_df))} training cycles '
+    run.log.info(f'head_init probe: the head fitted on the frozen features of {min(HEAD_CYCLES, len(train_df))} training cycles '
                  f'(BatchNorm statistics from {n}), loss {loss:.4f}')
     if run.rank == 0: _finetune_validate(cfg, run, p, dict(epoch=-1, train_loss=loss, lr=0.0), val_df, -1, t0, by_val)
 

@@ -272,11 +272,11 @@ def _quality_run(r, x:str, method:str, rate:float, fbs:int):
     "One supervised run of stage 5 on task `x` (`scratch`, `finetune` or `fewshot10`), sized to its share, scored on test and external."
     from pahcl.config import load_config
     from pahcl.data import few_shot
-    from pahcl.finetune import finetune, load_finetuned, predict, run_dir
+    from pahcl.finetune import finetune, load_finetuned, predict, run_dir, BATCHNORM_CYCLES, HEAD_CYCLES
     from pahcl.training import RunLimits
     share = r.budget.share(r.W['run'], r.left); r.left -= r.W['run']
     n = len(few_shot(r.sp[x]['train'], 0.1, seed=r.seed)) if method == 'fewshot10' else len(r.sp[x]['train'])
-    probe_s = (min(n, 2000) + min(n, 4000) + len(r.sp[x]['val'])) / r.erate        # LP-FT's head fit and its epoch −1
+    probe_s = (min(n, BATCHNORM_CYCLES) + min(n, HEAD_CYCLES) + len(r.sp[x]['val'])) / r.erate   # LP-FT's head fit and its epoch −1
     epochs, steps = plan_steps(rate, max(1.0, share - probe_s), max(1, math.ceil(n / fbs)), len(r.sp[x]['val']) / r.erate, min_epochs=4, max_epochs=60)
     cfg = load_config('finetune', x, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
                                            'training.early_stopping_patience=1000', f'seed={r.seed}', 'training.head_init=probe']

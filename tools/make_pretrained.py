@@ -51,20 +51,17 @@ def source(processed:Path, data_root) -> str:
     stats = processed/'processing_stats.json'
     return json.loads(stats.read_text()).get('raw_dir', str(processed)) if stats.exists() else str(processed)
 
-def recipe_figures() -> list:
-    "Rows (task, metric, scratch, linear, finetune, classical best) of the stored quality benchmark, pooled over its folds."
-    if not QUALITY.exists(): return []
-    q = json.loads(QUALITY.read_text())
+def recipe_figures(q:dict) -> list:
+    "Rows (task, metric, scratch, linear, finetune, classical best) of the stored quality benchmark `q`, pooled over its folds."
     rows = []
-    for task, m in q['tasks'].items():
+    for task, m in q.get('tasks', {}).items():
         best = max(('classical', 'classical_gbt'), key=lambda k: m[k]['primary'])
         rows.append((task, m['linear']['primary_metric'], *(f"{m[k]['primary']:.3f}" for k in ('scratch', 'linear', 'finetune', best))))
     return rows
 
-def recipe_summary() -> str:
-    "What the stored benchmark's paired intervals and pooled figures say about the frozen probe, in one or two sentences."
-    if not QUALITY.exists(): return 'No stored quality benchmark was found.'
-    q = json.loads(QUALITY.read_text())
+def recipe_summary(q:dict) -> str:
+    "What the stored benchmark `q`'s paired intervals and pooled figures say about the frozen probe, in one or two sentences."
+    if not q: return 'No stored quality benchmark was found.'
     tasks = list(q['tasks'])
     ahead = [t for t in tasks if q['paired'][t]['linear']['vs_scratch']['ci'][0] > 0]
     behind = [t for t in tasks if q['tasks'][t]['linear']['primary'] < max(q['tasks'][t][k]['primary'] for k in ('classical', 'classical_gbt'))]
@@ -75,7 +72,8 @@ def recipe_summary() -> str:
 def model_card(facts:dict) -> str:
     "The model card of the shipped encoder, in Markdown."
     c, mc = facts['counts'], facts['model_config']
-    rows = '\n'.join(f'| {t} | {m} | {a} | {b} | {f} | {g} |' for t, m, a, b, f, g in recipe_figures())
+    q = json.loads(QUALITY.read_text()) if QUALITY.exists() else {}     # read once for the table and the summary
+    rows = '\n'.join(f'| {t} | {m} | {a} | {b} | {f} | {g} |' for t, m, a, b, f, g in recipe_figures(q))
     return f"""# Model card: `{NAME}`
 
 A PA-HCL heart-sound encoder (CNN + Mamba, `tiny` preset: CNN channels {mc['cnn_channels']}, Mamba width
@@ -103,7 +101,7 @@ pretraining its own encoder on its training subjects only; primary metric, poole
 |---|---|---|---|---|---|
 {rows}
 
-{recipe_summary()} See the results chapter.
+{recipe_summary(q)} See the results chapter.
 
 ## Intended use and limits
 - A starting point for fine-tuning or linear probes on heart-sound cycles of 4000 samples at 2 kHz, made by pahcl's
