@@ -101,14 +101,14 @@ def _drop(df:pd.DataFrame, bad, csv:Path, why:str, strict:bool) -> pd.DataFrame:
     return df[~bad]
 
 def read_split(task_dir, split:str, strict:bool=False) -> tuple:
-    "`(DataFrame, class_weights)` of `<task_dir>/<split>.csv` with absolute paths and the task's `dataset`; bad rows skipped (`strict`: an error)."
+    "`(DataFrame, class_weights)` of `<task_dir>/<split>.csv` with absolute paths and the task's `dataset`; bad rows skipped (`strict`: an error); a split prepared empty is an empty frame."
     if split not in SPLITS: raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     task_dir = Path(task_dir).expanduser().resolve()
     info = task_info_json(task_dir)
     csv = task_dir/f'{split}.csv'
     try: df, weights = read_task_csv(csv)
     except (FileNotFoundError, PrepareError) as e: raise DataError(str(e)) from None
-    base = str(task_dir) + os.sep
+    base, n_rows = str(task_dir) + os.sep, len(df)
     paths = [os.path.normpath(os.path.join(task_dir, p)) for p in df.path.astype(str)]
     real = [os.path.realpath(p) for p in paths]                  # a symbolic link inside the folder may lead out of it too
     out = [i for i, (p, r) in enumerate(zip(paths, real)) if not (p.startswith(base) and r.startswith(base))]
@@ -122,7 +122,7 @@ def read_split(task_dir, split:str, strict:bool=False) -> tuple:
         df = _drop(df, ~(want.notna() & (ids == want)).to_numpy(), csv,
                    f"have a label outside the task's label map {label_map} (or a label_id that does not match it)", strict)
     df = _drop(df, [not os.path.isfile(p) for p in df.path], csv, "point at cycle files that do not exist", strict)
-    if df.empty: raise DataError(f"{csv}: no usable rows left; run `pahcl prepare` again")
+    if df.empty and n_rows: raise DataError(f"{csv}: no usable rows left; run `pahcl prepare` again")   # none at all: a split left empty on purpose
     df = df.reset_index(drop=True)
     if label_map: df['label_id'] = df.label_id.astype(np.int64)
     if 'dataset' in df.columns: df['dataset'] = info.get('dataset', task_dir.name)

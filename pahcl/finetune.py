@@ -348,10 +348,10 @@ def _finetune_decide(cfg:dict, run:Run, p:SimpleNamespace, val_df) -> tuple:
     return best_epoch, decision
 
 def _finetune_test(cfg:dict, run:Run, p:SimpleNamespace, test_df, best_epoch, decision:dict, run_info:dict, stop:bool) -> dict:
-    "Rank 0: score the test split with the kept model; predictions_test.csv, confusion matrices and final_metrics.json."
+    "Rank 0: score the test split (if it has cycles) with the kept model; predictions_test.csv, confusion matrices and final_metrics.json."
     ev, out, primary = cfg['evaluation'], run.out, cfg['evaluation']['primary_metric']
-    tm, pred = score_split(p.model, test_df, p.task, p.label_map, p.tl, p.ebs, run.dev, p.amp)
-    write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
+    tm, pred = score_split(p.model, test_df, p.task, p.label_map, p.tl, p.ebs, run.dev, p.amp) if len(test_df) else ({}, None)
+    if pred is not None: write_atomic(out/'predictions_test.csv', pred.to_csv(index=False))
     if ev['save_confusion_matrix']:
         names = sorted(p.label_map, key=p.label_map.get)
         for lvl in ('', 'recording_', 'patient_'):
@@ -359,12 +359,13 @@ def _finetune_test(cfg:dict, run:Run, p:SimpleNamespace, test_df, best_epoch, de
     listed = {f'test_{k}': tm.get(k) for k in ev['metrics']}          # evaluation.metrics first, in its order (guide §4.1)
     final = dict(listed, **prefixed(tm, 'test_'), metrics=list(ev['metrics']), task=p.task, experiment=run_info['experiment'],
                  mode=run_info['mode'], best_epoch=best_epoch, epochs_trained=sum(r['epoch'] >= 0 for r in p.history), primary_metric=primary,
-                 test_primary=primary_value(tm, primary), best_val_primary=p.best, stopped_early=stop,
+                 test_primary=primary_value(tm, primary) if tm else None, best_val_primary=p.best, stopped_early=stop,
                  minutes=round(run.seconds() / 60, 2), seed=int(cfg['seed']), **decision,
                  **{k: v for k, v in run_info.items() if k not in ('task', 'experiment', 'mode')})
     write_atomic(out/'final_metrics.json', json.dumps(final, indent=2, default=float))
-    run.log.info(f"test: {primary} {final['test_primary']:.4f}; " + ', '.join(f"{k} {final[k]:.4f}" for k in
-                 ('test_accuracy', 'test_f1_macro', 'test_auroc') if isinstance(final.get(k), float)))
+    if tm: run.log.info(f"test: {primary} {final['test_primary']:.4f}; " + ', '.join(f"{k} {final[k]:.4f}" for k in
+                        ('test_accuracy', 'test_f1_macro', 'test_auroc') if isinstance(final.get(k), float)))
+    else: run.log.info('no test split: nothing scored on test')
     run.writer.close()
     return final
 

@@ -73,7 +73,8 @@ def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold
     whose subjects are the test set (a held-out database, say); the others go to train and val as with `fold`."""
     y, g = np.asarray(labels).astype(str), np.asarray(subjects).astype(str)
     r = np.asarray(ratios, dtype=float)
-    if r.shape != (3,) or (r <= 0).any(): raise PrepareError(f"ratios must be three positive numbers (train, val, test), got {tuple(ratios)}")
+    if r.shape != (3,) or (r[:2] <= 0).any() or r[2] < 0:
+        raise PrepareError(f"ratios must be three numbers (train, val, test), the first two positive, got {tuple(ratios)}")
     r = r/r.sum()
     if len(set(g)) < 3: raise PrepareError(f"only {len(set(g))} subject(s): at least 3 are needed for train, val and test")
     if fold is not None and not (len(fold) == 2 and fold[1] >= 2 and 0 <= fold[0] < fold[1]):
@@ -99,6 +100,7 @@ def split_subjects(labels, subjects, seed:int=42, ratios=(0.7, 0.15, 0.15), fold
         subs = [subs[i] for i in rng.permutation(len(subs))]
         n = len(subs)
         n_test, n_val = (max(1, int(round(n*r[2]))), max(1, int(round(n*r[1])))) if n >= 3 else (int(n >= 2), 0)
+        if r[2] == 0: n_test, n_val = 0, max(1, int(round(n*r[1]))) if n >= 2 else 0    # no test split: every subject trains or validates
         n_test, n_val = min(n_test, n - 1), min(n_val, max(0, n - 1 - n_test))
         for i, s in enumerate(subs): where[s] = 'test' if i < n_test else 'val' if i < n_test + n_val else 'train'
     return np.array([where[s] for s in g])
@@ -251,7 +253,8 @@ def prepare_task(task:str, recs:list, processed_dir, output_dir, seed:int=42, co
         if k < 3: _warn(f"{task}: class {lab!r} has only {k} subject(s), fewer than the 3 needed to put it in train, val "
                         "and test; its scores will be unreliable (add data or merge the class)")
         else:
-            miss = [sp for sp in SPLITS if not ((df.split == sp) & (df.label == lab)).any()]
+            miss = [sp for sp in SPLITS if (sp != 'test' or ratios[2] > 0 or fold or held is not None)
+                    and not ((df.split == sp) & (df.label == lab)).any()]
             if miss: _warn(f"{task}: class {lab!r} ({k} subjects) is missing from {', '.join(miss)}")
     df['path'] = df.split + '/' + df.rel
     weights = class_weights(df.label_id[df.split == 'train'], info['num_classes'])

@@ -25,7 +25,7 @@ def test_every_subcommand_has_help(pahcl, cmd):
 def test_every_benchmark_has_help_with_only_its_flags(pahcl, what):
     r = pahcl('bench', what, '--help')
     assert r.returncode == 0 and r.stdout.startswith(f'usage: pahcl bench {what}'), r.stderr
-    assert ('--budget-minutes' in r.stdout) == (what == 'quality'), r.stdout
+    assert ('--budget-minutes' in r.stdout) == (what in ('quality', 'challenge')), r.stdout
 
 def test_top_level_help_lists_subcommands(pahcl):
     r = pahcl('--help')
