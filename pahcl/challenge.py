@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from .files import write_atomic
 from .datasets import read_circor_txt
-from .metrics import murmur_weighted_accuracy, outcome_cost
+from .metrics import murmur_weighted_accuracy, outcome_cost, higher_is_better
 from .speed import pretrain_rate, finetune_rate, embed_rate
 from .studies import bench_view, plan_steps
 
@@ -23,7 +23,8 @@ __all__ = ['CLASSES', 'MURMUR', 'OUTCOME', 'LABEL_FIELDS', 'CHALLENGE_RATIOS', '
            'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals', 'budget_seconds',
            'patient_ids', 'challenge_raw', 'link_processed', 'train_challenge_model', 'ChallengeModel',
            'load_challenge_model', 'as_float', 'patient_cycles', 'run_challenge_model', 'run_folder', 'challenge_folds',
-           'classical_entry', 'trivial_entry', 'paired_difference', 'bench_challenge', 'format_challenge']
+           'classical_entry', 'trivial_entry', 'paired_difference', 'bench_challenge', 'format_challenge',
+           'plot_challenge']
 
 # %% ../nbs/23_challenge.ipynb #14cd4d5a
 CLASSES = ['Present', 'Unknown', 'Absent', 'Abnormal', 'Normal']      # the challenge's order: murmur, then outcome
@@ -260,12 +261,12 @@ def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float,
                                               f'evaluation.decision_metric={DECISIONS[task]}'])
     fin = finetune(cfg, task, pretrained=ckpt, data_dir=work/'tasks', output_dir=work/'runs', experiment_name='challenge', device='cpu',
                    quiet=True, overwrite=True, limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=0.9 * seconds, mid_epoch_stop=True))
-    rd = run_dir(work/'runs', task, 'challenge')
-    say(f"      {task}: {fin['epochs_trained']} epochs of {steps} steps, kept epoch {fin['best_epoch']}, "
-        f"val {DECISIONS[task]} {fin.get('val_decision_value', float('nan')):.3f}")
+    rd, val = run_dir(work/'runs', task, 'challenge'), fin.get('val_decision_value')
+    if val is not None and not higher_is_better(DECISIONS[task]): val = -val        # tuning maximises the negated cost
+    say(f"      {task}: {fin['epochs_trained']} epochs of {steps} steps, kept epoch {fin['best_epoch']}, val {DECISIONS[task]} {float('nan') if val is None else val:.3f}")
     return (rd/'best_model.pt' if (rd/'best_model.pt').exists() else rd/'final_model.pt',
             dict(epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], steps_per_epoch=steps,
-                 decision_offsets=fin.get('decision_offsets'), val_decision_value=fin.get('val_decision_value')))
+                 decision_offsets=fin.get('decision_offsets'), **{f'val_{DECISIONS[task]}': val}))
 
 # %% ../nbs/23_challenge.ipynb #699ebb27
 def _copy_atomic(src, dst):
@@ -471,14 +472,16 @@ def _challenge_features(data_root, lab:dict, workers:int) -> dict:
 def _fold_entries(d:Path, feats:dict, lab:dict, budget_minutes:float, preset:str, seed:int, workers:int, cache:Path, say) -> dict:
     "Train and run the entry on fold folder `d`, write the baselines' answers beside it; {entry: seconds}."
     t0 = time.perf_counter()
-    train_challenge_model(d/'train', d/'model', verbose=1, budget_minutes=budget_minutes, preset=preset, seed=seed, workers=workers, cache=cache)
+    meta = train_challenge_model(d/'train', d/'model', verbose=0, budget_minutes=budget_minutes, preset=preset, seed=seed, workers=workers, cache=cache)
     t1 = time.perf_counter()
     run_folder(d/'model', d/'test', d/'outputs'/'pahcl', verbose=0)
     t2, train_ids, test_ids = time.perf_counter(), patient_ids(d/'train'), patient_ids(d/'test')
     for name, model in CLASSICAL.items(): classical_entry(feats, lab, train_ids, test_ids, d/'outputs'/name, model, seed)
     for name, (m, o) in TRIVIAL.items(): trivial_entry(test_ids, d/'outputs'/name, m, o)
-    say(f'      trained {(t1 - t0) / 60:.1f} min, ran {len(test_ids)} patients in {(t2 - t1) / 60:.1f} min')
-    return dict(train_minutes=round((t1 - t0) / 60, 2), run_minutes=round((t2 - t1) / 60, 2))
+    say(f"      trained {(t1 - t0) / 60:.1f} min (pretraining {meta['pretrain']['epochs']} epochs of {meta['pretrain']['steps_per_epoch']} steps; "
+        + ', '.join(f"{t} kept epoch {meta[t]['best_epoch']}" for t in CHALLENGE_TASKS.values()) + f"), ran {len(test_ids)} patients in {(t2 - t1) / 60:.1f} min")
+    return dict(train_minutes=round((t1 - t0) / 60, 2), run_minutes=round((t2 - t1) / 60, 2),
+                training={k: meta[k] for k in ('pretrain', *CHALLENGE_TASKS.values())})
 
 # %% ../nbs/23_challenge.ipynb #28428118
 def _challenge_report(dirs:list, times:list) -> dict:
@@ -530,5 +533,19 @@ def format_challenge(res:dict) -> str:
         rows.append(f"\n{k}, same patients: murmur weighted accuracy {m['difference']:+.3f} [{m['ci'][0]:+.3f}, {m['ci'][1]:+.3f}], "
                     f"outcome cost {c['difference']:+,.0f} [{c['ci'][0]:+,.0f}, {c['ci'][1]:+,.0f}]")
     for k, t in res['targets'].items():
-        rows.append(f"\n{'met' if t['met'] else 'missed'}: {k} {t['pahcl']:,.3f} (target {t['target']:,}, best classical {t['best_classical']:,.3f})")
+        f = (lambda v: f'{v:.3f}') if k.startswith('murmur') else (lambda v: f'{v:,.0f}')
+        rows.append(f"\n{'met' if t['met'] else 'missed'}: {k} {f(t['pahcl'])} (target {f(t['target'])}, best classical {f(t['best_classical'])})")
     return '\n'.join(rows)
+
+# %% ../nbs/23_challenge.ipynb #6094dd08
+def plot_challenge(res:dict, axes=None):
+    "The pooled murmur weighted accuracy and outcome cost of every entry of `bench_challenge`, with 95 % intervals and the targets."
+    import matplotlib.pyplot as plt
+    if axes is None: _, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(res['pooled']) + 1.2))
+    names = list(res['pooled'])[::-1]
+    for ax, k, label in zip(axes, TARGETS, ('murmur weighted accuracy (higher is better)', 'outcome cost per patient (lower is better)')):
+        v = np.array([res['pooled'][e][k] for e in names]); ci = np.array([res['pooled'][e]['ci'][k] for e in names])
+        ax.errorbar(v, range(len(names)), xerr=[v - ci[:, 0], ci[:, 1] - v], fmt='o', capsize=3)
+        ax.axvline(TARGETS[k], ls='--', c='grey', label='target'); ax.set_yticks(range(len(names)), names); ax.set_xlabel(label)
+    axes[0].legend(loc='lower right')
+    return axes

@@ -123,7 +123,8 @@ def test_bad_input_is_one_line(pahcl, tmp_path, circor, args, needle):
 def test_bench_challenge_two_folds(pahcl, circor, tmp_path):
     r = pahcl('bench', 'challenge', '--data-root', circor, '--folds', '2', '--budget-minutes', '0.6', '--out', tmp_path/'b', '--json')
     assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads(r.stdout.splitlines()[-1])
+    assert len(r.stdout.strip().splitlines()) == 1, r.stdout[:2000]          # --json: the JSON line only
+    res = json.loads(r.stdout)
     assert set(res['pooled']) == {'pahcl', 'classical', 'classical_gbt', 'always_absent_normal', 'always_present_abnormal'}
     assert len(res['folds']) == 2 and sum(f['patients'] for f in res['folds']) == res['patients'] == 15
     triv = res['pooled']['always_absent_normal']            # 6 Absent, 6 Present, 3 Unknown: (1·6) / (5·6 + 3·3 + 1·6)
