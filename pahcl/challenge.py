@@ -269,11 +269,6 @@ def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float,
                  decision_offsets=fin.get('decision_offsets'), **{f'val_{DECISIONS[task]}': val}))
 
 # %% ../nbs/23_challenge.ipynb #699ebb27
-def _copy_atomic(src, dst):
-    "Copy file `src` to `dst` through a temporary name, so `dst` is whole or absent."
-    tmp = Path(dst).with_name(f'.{Path(dst).name}.tmp{os.getpid()}')
-    shutil.copyfile(src, tmp); os.replace(tmp, dst)
-
 def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minutes=None, preset:str='tiny', seed:int=42,
                           workers:int|None=None, cache=None, keep_work:bool=False) -> dict:
     """The challenge's training function: segment the patients of `data_folder`, pretrain PA-HCL on their cycles, fine-tune for
@@ -292,7 +287,7 @@ def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minut
     ckpt, facts['pretrain'] = _challenge_pretrain(work, preset, seed, share('pretrain'), say)
     for key, task in CHALLENGE_TASKS.items():
         kept, facts[task] = _challenge_finetune(task, work, ckpt, seed, share(task), say)
-        _copy_atomic(kept, model_folder/f'{key}.pt')
+        write_atomic(model_folder/f'{key}.pt', Path(kept).read_bytes())
     pre = load_config('preprocess')
     meta = dict(version=1, recipe='pahcl', files={k: f'{k}.pt' for k in CHALLENGE_TASKS}, classes=CLASSES, priors=facts['data']['priors'],
                 preprocess={k: pre[k] for k in ('signal', 'segmentation', 'cycles', 'quality')}, preset=preset, seed=seed,
