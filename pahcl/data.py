@@ -12,13 +12,15 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, DataLoader
 from .tasks import read_task_csv, SPLITS, PrepareError
+from .style import STATE_COLOURS, STATE_NAMES
 
 # %% auto #0
-__all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed', 'task_info_json',
-           'read_split', 'cycle_bounds', 'CycleDataset', 'check_cycles', 'gain', 'colored_noise', 'add_noise',
-           'time_shift', 'time_stretch', 'bandpass_gain', 'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle',
-           'Augmenter', 'collate_cycles', 'ContrastiveCollate', 'make_loader', 'set_epoch', 'RecordingPairs',
-           'few_shot', 'subject_split', 'task_subjects']
+__all__ = ['BOUND_COLUMNS', 'SUBSTRUCTURES', 'DURATION_COLUMNS', 'AUG_KEYS', 'DataError', 'DataWarning', 'read_processed',
+           'task_info_json', 'read_split', 'cycle_bounds', 'cycle_durations', 'plot_cycle_durations', 'CycleDataset',
+           'check_cycles', 'gain', 'colored_noise', 'add_noise', 'time_shift', 'time_stretch', 'bandpass_gain',
+           'bandpass_jitter', 'mask_length', 'time_mask', 'plot_cycle', 'Augmenter', 'collate_cycles',
+           'ContrastiveCollate', 'make_loader', 'set_epoch', 'RecordingPairs', 'few_shot', 'subject_split',
+           'task_subjects']
 
 # %% ../nbs/09_data.ipynb #0947a5ad
 class DataError(ValueError):
@@ -158,6 +160,41 @@ def cycle_bounds(df:pd.DataFrame, target_length:int) -> tuple:
     quarters = (end[:, None]*np.arange(5)[None]) // 4
     bounds = np.where(ok[:, None], b, quarters)
     return np.maximum.accumulate(bounds, axis=1).astype(np.int64), ok
+
+# %% ../nbs/09_data.ipynb #9da56db6
+DURATION_COLUMNS = ['s1', 'systole', 's2', 'diastole']
+
+def cycle_durations(src, datasets=None) -> pd.DataFrame:
+    "One row per cycle of a processed folder (or `read_processed` table): dataset, subject, recording, cycle, heart_rate (bpm), part durations (s)."
+    df = src if isinstance(src, pd.DataFrame) else read_processed(src, datasets)
+    seconds = (pd.to_numeric(df['end_s'], errors='coerce') - pd.to_numeric(df['start_s'], errors='coerce')).to_numpy(float)
+    bounds, ok = cycle_bounds(df, np.iinfo(np.int32).max)        # no crop: the offsets within the cycle's whole extent
+    share = np.diff(bounds, axis=1) / np.maximum(bounds[:, 4:], 1)
+    out = df[['dataset', 'subject', 'recording', 'cycle']].reset_index(drop=True)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        out['heart_rate'] = np.where(seconds > 0, 60 / seconds, np.nan)
+    out[DURATION_COLUMNS] = np.where((ok & (seconds > 0))[:, None], share * seconds[:, None], np.nan)
+    return out
+
+# %% ../nbs/09_data.ipynb #2a1695f9
+def plot_cycle_durations(src, datasets=None, axes=None):
+    "Heart rate and S1, systole, S2, diastole durations per dataset of a processed folder (or `cycle_durations` table); returns the two axes."
+    import seaborn as sns
+    t = src if isinstance(src, pd.DataFrame) and set(DURATION_COLUMNS) <= set(src.columns) else cycle_durations(src, datasets)
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw=dict(width_ratios=(2, 3)))
+    order = sorted(t.dataset.unique())
+    sns.histplot(t.dropna(subset=['heart_rate']), x='heart_rate', hue='dataset', hue_order=order, stat='density',
+                 common_norm=False, element='step', ax=axes[0])
+    axes[0].set(xlabel='heart rate (beats per minute)', title='heart rate')
+    parts = t.melt(id_vars='dataset', value_vars=DURATION_COLUMNS, var_name='part', value_name='seconds').dropna()
+    parts['part'] = parts.part.map(dict(zip(DURATION_COLUMNS, STATE_NAMES)))
+    sns.boxplot(parts, x='dataset', y='seconds', order=order, hue='part', hue_order=list(STATE_NAMES), palette=STATE_COLOURS,
+                saturation=1, fliersize=2, ax=axes[1])
+    axes[1].set(xlabel='', ylabel='duration (s)', title='S1, systole, S2 and diastole')
+    axes[1].legend(loc='upper left', bbox_to_anchor=(1, 1), fontsize='small')
+    return axes
 
 # %% ../nbs/09_data.ipynb #29ba9ebc
 class CycleDataset(Dataset):
@@ -322,13 +359,11 @@ def time_mask(x:torch.Tensor, bounds:torch.Tensor, g:torch.Generator, fraction:f
     return x*keep.to(x.device, x.dtype)[:, None], bounds
 
 # %% ../nbs/09_data.ipynb #511d118a
-_COLOURS = ('#d62728', '#fde0c5', '#1f77b4', '#d9e8f5')
-
 def plot_cycle(x, bounds, ax, sample_rate:int=5000, title:str='', legend:bool=False):
     "One cycle `x` (T,) with its sub-structures `bounds` (5,) shaded."
     x, b = np.asarray(x, float).ravel(), np.asarray(bounds, int)
     for k, name in enumerate(SUBSTRUCTURES):
-        ax.axvspan(b[k]/sample_rate, b[k+1]/sample_rate, color=_COLOURS[k], alpha=0.35, lw=0, label=name)
+        ax.axvspan(b[k]/sample_rate, b[k+1]/sample_rate, color=STATE_COLOURS[name], alpha=0.35, lw=0, label=name)
     ax.plot(np.arange(x.size)/sample_rate, x, lw=0.6, color='k')
     ax.set_xlim(0, x.size/sample_rate); ax.set_yticks([]); ax.set_title(title, fontsize=9, loc='left')
     if legend: ax.legend(loc='upper right', fontsize=7, ncol=4)

@@ -12,13 +12,14 @@ import torch
 from .config import METRICS
 from .files import write_atomic
 from .data import read_split, task_info_json, check_cycles
-from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion
+from .metrics import predictions_frame, evaluate_predictions, prefixed, save_confusion, aggregate
 from .finetune import load_finetuned, predict, FinetuneError
 from .training import cuda_asked
 
 # %% auto #0
 __all__ = ['GUIDE_METRICS', 'CHALLENGE', 'NAMES', 'parse_label_map', 'class_mapping', 'map_probabilities', 'task_probabilities',
-           'score', 'evaluate', 'ensemble_dir', 'ensemble', 'summarize', 'markdown_table', 'format_summary']
+           'score', 'evaluate', 'ensemble_dir', 'ensemble', 'summarize', 'markdown_table', 'format_summary',
+           'plot_calibration']
 
 # %% ../nbs/18_evaluate.ipynb #4c2d40da
 def parse_label_map(text) -> list:
@@ -171,3 +172,40 @@ def format_summary(df:pd.DataFrame) -> str:
     head = f"{'task':<18} {'experiment':<32}" + ''.join(f" {NAMES[m]:>11}" for m in ms)
     body = [f"{r['task']!s:<18} {r['experiment']:<32}" + ''.join(f" {f(r[m])}" for m in ms) for _, r in df.iterrows()]
     return '\n'.join([bar, 'Summary of experiments', bar, head, '-' * width, *body, bar])
+
+# %% ../nbs/18_evaluate.ipynb #788333dd
+def _calibration_frame(pred:pd.DataFrame, positive:str|None, level:str) -> tuple:
+    "(table with `true` class names at `level`, class names, the positive class) of a predictions table."
+    names = [c[len('prob_'):] for c in pred.columns if c.startswith('prob_')]
+    if len(names) < 2: raise ValueError(f"a predictions table has a prob_<class> column per class; this one has {list(pred.columns)}")
+    positive = positive if positive is not None else names[1] if len(names) == 2 else names[0]
+    if positive not in names: raise ValueError(f"positive class {positive!r} is not one of the table's classes {names}")
+    if level not in ('cycle', 'recording', 'patient'): raise ValueError(f"level must be cycle, recording or patient, got {level!r}")
+    d = pred if level == 'cycle' else aggregate(pred, level, [f'prob_{n}' for n in names])
+    true = d['label'].astype(str) if 'label' in d.columns else d['label_id'].astype(int).map(dict(enumerate(names)))
+    return d.assign(true=true.to_numpy()), names, positive
+
+# %% ../nbs/18_evaluate.ipynb #272db58d
+def plot_calibration(pred:pd.DataFrame, positive:str|None=None, level:str='cycle', n_bins:int=10, axes=None):
+    """Probability of class `positive` by true class, and its reliability diagram, from a predictions table
+    (`predictions_<split>.csv`) at `level` cycle, recording or patient; returns the two axes."""
+    import seaborn as sns
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import brier_score_loss
+    d, names, positive = _calibration_frame(pred, positive, level)
+    if axes is None:
+        import matplotlib.pyplot as plt
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    col = f'prob_{positive}'
+    sns.histplot(d, x=col, hue='true', hue_order=[n for n in names if n in set(d.true)], stat='density', common_norm=False,
+                 element='step', ax=axes[0])
+    axes[0].set(xlim=(0, 1), xlabel=f'predicted probability of {positive}', title=f'{level}s by true class')
+    axes[0].get_legend().set_title('true class')
+    y, p = (d.true == positive).to_numpy(), d[col].to_numpy(float)
+    frac, mean = calibration_curve(y, p, n_bins=n_bins, pos_label=True)
+    axes[1].plot([0, 1], [0, 1], ls='--', color='0.5', lw=1, label='perfectly calibrated')
+    axes[1].plot(mean, frac, marker='o', label=f'{len(d)} {level}s (Brier {brier_score_loss(y, p, pos_label=True):.3f})')
+    axes[1].set(xlim=(0, 1), ylim=(0, 1), xlabel=f'mean predicted probability of {positive}',
+                ylabel=f'share truly {positive}', title='reliability')
+    axes[1].legend(loc='upper left', fontsize='small')
+    return axes

@@ -311,7 +311,8 @@ def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None
 
 # %% ../nbs/15_metrics.ipynb #67db7a0b
 def plot_confusion(cm, class_names, ax=None, normalize:bool=True, title:str|None=None):
-    "Draw the confusion matrix `cm` (rows true, columns predicted) with fractions per true class and counts; returns the axes."
+    "Draw the confusion matrix `cm` (rows true, columns predicted) as a heatmap of fractions per true class and counts; returns the axes."
+    import seaborn as sns
     cm = np.asarray(cm, dtype=float); C = len(class_names)
     if cm.shape != (C, C): raise ValueError(f"confusion matrix of shape {cm.shape} for {C} classes {list(class_names)}")
     if ax is None:
@@ -319,17 +320,17 @@ def plot_confusion(cm, class_names, ax=None, normalize:bool=True, title:str|None
         _, ax = plt.subplots(figsize=(1.2*C + 2, 1.1*C + 1.5))
     rows = cm.sum(1, keepdims=True)
     shown = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0) if normalize else cm
-    ax.imshow(shown, cmap='Blues', vmin=0, vmax=1 if normalize else max(cm.max(), 1))
-    for i in range(C):
-        for j in range(C):
-            txt = (f'{shown[i, j]:.2f}\n({int(cm[i, j])})' if rows[i, 0] > 0 else '–') if normalize else f'{int(cm[i, j])}'
-            dark = shown[i, j] > (0.5 if normalize else cm.max()/2)
-            ax.text(j, i, txt, ha='center', va='center', fontsize=9, color='white' if dark else 'black')
-    ax.set_xticks(range(C), class_names, rotation=30, ha='right'); ax.set_yticks(range(C), class_names)
-    ax.set_xlabel('predicted'); ax.set_ylabel('true')
+    text = [[(f'{shown[i, j]:.2f}\n({int(cm[i, j])})' if rows[i, 0] > 0 else '–') if normalize else f'{int(cm[i, j])}'
+             for j in range(C)] for i in range(C)]
+    sns.heatmap(shown, ax=ax, annot=np.array(text, dtype=object), fmt='', annot_kws=dict(fontsize=9), cbar=False,
+                cmap='Blues', vmin=0, vmax=1 if normalize else max(cm.max(), 1), square=True, linewidths=1, linecolor='white',
+                xticklabels=list(class_names), yticklabels=list(class_names))
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=30, ha='right'); ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    ax.set(xlabel='predicted', ylabel='true'); ax.grid(False)
     if title: ax.set_title(title)
     return ax
 
+# %% ../nbs/15_metrics.ipynb #e2b64bed
 def save_confusion(cm, class_names, stem, normalize:bool=True, title:str|None=None) -> tuple:
     "Write `<stem>.csv` (counts, rows true / columns predicted) and `<stem>.png` atomically; returns both paths."
     from matplotlib.figure import Figure                     # no pyplot: safe in workers and without a display

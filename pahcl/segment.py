@@ -16,6 +16,7 @@ from scipy import signal as sps
 from scipy.special import logsumexp
 from .files import write_atomic
 from .config import default_config
+from .style import STATE_COLOURS
 from .signal import (SignalError, check_signal, resample, preprocess_signal, envelope_features,
                           estimate_heart_rate, hilbert_envelope)
 
@@ -33,7 +34,7 @@ class SegmentError(SignalError):
     "A recording that cannot be segmented or cut into cycles: too short, flat, no heart rate, too few good cycles."
 
 STATES = {1: 'S1', 2: 'systole', 3: 'S2', 4: 'diastole'}
-STATE_COLORS = {0: '#dddddd', 1: '#d62728', 2: '#ffbb78', 3: '#1f77b4', 4: '#aec7e8'}
+STATE_COLORS = {0: '#dddddd', **{k: STATE_COLOURS[name] for k, name in STATES.items()}}   # the house colours (chapter 0a)
 
 # %% ../nbs/06_segment.ipynb #1103e2a9
 def read_annotation(tsv_path) -> pd.DataFrame:

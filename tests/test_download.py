@@ -32,7 +32,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = data[start:]
         self.send_header('Content-Length', str(len(body))); self.end_headers()
         cut = srv.cuts.pop(0) if srv.cuts and self.path.endswith('.zip') else None   # hang up after `cut` bytes
-        self.wfile.write(body[:cut]); srv.log.append((self.path, rng, len(body[:cut])))
+        sent = body[:cut]; srv.log.append((self.path, rng, len(sent)))  # logged before the client can finish reading
+        self.wfile.write(sent)
 
 @contextmanager
 def serve(root, ranges=True, cuts=()):

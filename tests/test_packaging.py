@@ -43,9 +43,10 @@ def test_each_chapter_imports_only_from_chapters_above_it():
     for p in sorted(nbs.glob('[0-9]*.ipynb')):
         m = re.search(r'#\| default_exp (\w+)', p.read_text())
         assert m, f'{p.name} exports no module'
-        order[m.group(1)] = int(p.stem.split('_')[0])
+        n, part = re.match(r'(\d+)([a-z]?)_', p.stem).groups()      # 00a, between 00 and 01
+        order[m.group(1)] = (int(n), part)
     assert len(set(order.values())) == len(order), 'two chapters share a number'
     for mod, i in order.items():
         src = (ROOT/'pahcl'/f'{mod}.py').read_text()
         deps = set(re.findall(r'from (?:pahcl)?\.(\w+) import', src)) | set(re.findall(r'from pahcl\.(\w+) import', src))
-        assert not [d for d in deps if d in order and order[d] >= i], f'{mod} (chapter {i}) imports {sorted(d for d in deps if order.get(d, -1) >= i)}'
+        assert not [d for d in deps if d in order and order[d] >= i], f'{mod} (chapter {i}) imports {sorted(d for d in deps if order.get(d, (-1,)) >= i)}'
