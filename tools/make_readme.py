@@ -35,15 +35,15 @@ def render() -> tuple:
         cell.source = '\n'.join(l for l in cell.source.splitlines() if not re.match(r'^\s*#\|', l)).strip('\n')
         if cell.cell_type == 'code':
             if d.get('output') == 'false': cell.outputs = []
-            if d.get('echo') == 'false':
-                cell.source = ''
-            if not cell.source and not cell.outputs: continue
+            if d.get('echo') == 'false': cell.metadata.setdefault('tags', []).append('remove_input')
+            if not cell.outputs and (not cell.source or d.get('echo') == 'false'): continue
         cells.append(cell)
     nb.cells = cells
-    exporter = MarkdownExporter()
+    from traitlets.config import Config
+    c = Config(); c.TagRemovePreprocessor.enabled = True; c.TagRemovePreprocessor.remove_input_tags = {'remove_input'}
+    exporter = MarkdownExporter(config=c)
     exporter.exclude_input_prompt = exporter.exclude_output_prompt = True
     body, res = exporter.from_notebook_node(nb, resources={'output_files_dir': 'README_files'})
-    body = re.sub(r'```python\n\s*```\n', '', body)   # code cells whose source was hidden
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
     return HEADER + body, res.get('outputs', {})
 
