@@ -16,7 +16,6 @@ renders notebooks, outputs included, with nbconvert). The steps before rendering
 `_quarto.yml` instead. Any failing cell, or a notebook without a page, exits non-zero.
 """
 import argparse, re, shutil, sys, tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +28,8 @@ def run_notebook(path: str) -> str:
     import os
     from execnb.shell import CaptureShell
     os.chdir(Path(path).parent)
-    CaptureShell(path=Path(path).parent, mpl_format='png').execute(path, path, exc_stop=True)
+    try: CaptureShell(path=Path(path).parent, mpl_format='png').execute(path, path, exc_stop=True)
+    except Exception as e: raise RuntimeError(f'{Path(path).name}: a cell failed: {type(e).__name__}: {e}') from None
     return Path(path).name
 
 
@@ -37,8 +37,8 @@ def run_notebooks(nbs: Path, workers: int = 2):
     "Run every notebook in the folder `nbs`, `workers` at a time, each in a fresh process."
     import multiprocessing
     paths = sorted(str(p) for p in nbs.glob('*.ipynb'))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), max_tasks_per_child=1) as ex:
-        for name in ex.map(run_notebook, paths): print(f'ran {name}', flush=True)
+    with multiprocessing.get_context('spawn').Pool(workers, maxtasksperchild=1) as pool:
+        for name in pool.imap(run_notebook, paths): print(f'ran {name}', flush=True)
 
 
 def process(nbs: Path) -> Path:
