@@ -1,6 +1,6 @@
 """Packaging for pahcl, read from settings.ini (nbdev 2 layout).
 
-CPU:  pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && pip install -e ".[dev]"
+CPU:  pip install torch==2.13.0 --no-deps --index-url https://download.pytorch.org/whl/cpu && pip install -e ".[dev]"
       (the CPU torch first: on Linux, PyPI's torch is the CUDA build)
 GPU:  pip install -e ".[dev]" && pip install --no-build-isolation -e ".[cuda]"
 """

@@ -127,7 +127,7 @@ def test_index_renders_with_sidebar(page, url, tmp_path):
 
 
 def test_sidebar_reaches_every_chapter(page, url):
-    "Every chapter has a sidebar link, in chapter order, and each link opens a page headed with its title."
+    "Every chapter has a sidebar link, in chapter order, opening a page with its title and a link to its notebook."
     page.goto(f'{url}/index.html')
     hrefs = page.locator('nav.md-nav--primary a.md-nav__link[href$=".html"]').evaluate_all('as => as.map(a => a.getAttribute("href"))')
     stems = [Path(urlsplit(h).path).stem for h in hrefs]
@@ -136,6 +136,7 @@ def test_sidebar_reaches_every_chapter(page, url):
     for stem in CHAPTERS:
         page.goto(f'{url}/{stem}.html')
         assert page.locator('article h1').count() >= 1, stem
+        assert page.locator(f'article a[href="{stem}.ipynb"]').count() >= 1, f'{stem}: no link to its notebook'
         assert page.locator(f'nav.md-nav--primary a.md-nav__link--active[href$="{stem}.html"]').count() >= 1, stem
 
 

@@ -1,5 +1,5 @@
 """MkDocs hooks for the pahcl site (mkdocs.yml names this file): local links for nbdev's, and a table of contents
-that leads to the headings as they are.
+that leads to the headings as they are, and a link from each page to its notebook.
 
 - nbdev links every backticked name to its docs at `doc_host + doc_baseurl` (settings.ini), by the page names of its
   Quarto site (`segment.html` for `06_segment.ipynb`); here they point at this site's own pages.
@@ -31,9 +31,18 @@ def _pages(files) -> dict:
     return {re.sub(r'^\d+[a-z]?_', '', s) + '.html': s + '.html' for s in stems}   # a chapter wins over a notebook of its name
 
 
+def _notebook_link(html: str, page) -> str:
+    "A line under the page's title linking to its source notebook (mkdocs-jupyter copies it beside the page)."
+    if not page.file.src_uri.endswith('.ipynb'): return html
+    name = Path(page.file.src_uri).name
+    link = f'<p class="pahcl-notebook">Source: <a href="{name}"><code>nbs/{name}</code></a></p>'
+    return re.sub(r'(</h1>)', lambda m: m[1] + link, html, count=1)
+
+
 def on_page_content(html, page, config, files):
     pages, base = _pages(files), re.escape(_doc_url())
     html = re.sub(base + r'([\w.-]+\.html)', lambda m: pages.get(m[1], m[0]), html)
+    html = _notebook_link(html, page)
     tokens, stack = [], []
     for level, hid, inner in HEADING.findall(html):
         name = unescape(re.sub(r'<[^>]+>', '', inner)).replace('¶', '').strip()
