@@ -50,15 +50,20 @@ def strip_labels(data:str) -> str:
     return ''.join(l for l in data.splitlines(keepends=True) if not any(l.startswith('#' + f) for f in LABEL_FIELDS))
 
 # %% ../nbs/23_challenge.ipynb #06ee7388
-def load_patient(txt_path) -> tuple:
-    "(text, recordings) of a patient `.txt`: the integer samples of each `.wav` its recording lines name, in their order."
+def load_patient(txt_path, unreadable:str='raise') -> tuple:
+    """(text, recordings) of a patient `.txt`: the integer samples of each `.wav` its recording lines name, in their order.
+    A recording that cannot be read raises a `ChallengeError` naming it, or with `unreadable='skip'` is warned about and
+    given as no samples, so that the patient is still answered from the rest."""
     from scipy.io import wavfile
     txt = Path(txt_path); data = txt.read_text(encoding='utf-8', errors='replace')
     recs = []
     for name in patient_header(data)['wavs']:
         wav = txt.parent/name
         try: recs.append(wavfile.read(wav)[1])
-        except (OSError, ValueError) as e: raise ChallengeError(f"{wav}: cannot read this recording ({e}); check the patient's files") from None
+        except (OSError, ValueError) as e:
+            msg = f"{wav}: cannot read this recording ({e})"
+            if unreadable != 'skip': raise ChallengeError(f"{msg}; check the patient's files") from None
+            warnings.warn(f"{msg}; the patient is answered from its other recordings"); recs.append(np.zeros(0, np.int16))
     return data, recs
 
 # %% ../nbs/23_challenge.ipynb #62aa9b17
@@ -372,7 +377,7 @@ def run_folder(model_folder, data_folder, output_folder, verbose:int=1) -> dict:
     if not ids: raise ChallengeError(f"{data_folder}: no patient .txt files here; give a folder of the challenge's patient files")
     model = load_challenge_model(model_folder, verbose)
     for pid in ids:
-        data, recordings = load_patient(Path(data_folder)/f'{pid}.txt')
+        data, recordings = load_patient(Path(data_folder)/f'{pid}.txt', unreadable='skip')
         write_output(output_folder, pid, *run_challenge_model(model, strip_labels(data), recordings, verbose))
     return dict(patients=len(ids), seconds=round(time.perf_counter() - t0, 1))
 

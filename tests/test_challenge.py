@@ -1,7 +1,7 @@
 """The PhysioNet 2022 entry as the challenge ran it: a `team_code.py` of one import line driven by a copy of the
 challenge's calling convention (its `train_model.py` and `run_model.py`), `pahcl challenge run | score`, bad input,
 and `pahcl bench challenge` at a tiny scale."""
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 import numpy as np
 import pytest
 
@@ -106,6 +106,20 @@ def test_a_patient_without_a_usable_recording_still_gets_an_answer(entry):
         assert probs[:3].sum() == pytest.approx(1) and probs[3:].sum() == pytest.approx(1)
     classes, labels, _ = run_challenge_model(model, 'not a patient file', [np.zeros(10, np.int16)], 0)
     assert labels.tolist() == [0, 1, 0, 1, 0]
+
+def test_an_unreadable_recording_is_named_and_the_patient_still_answered(entry, circor, pahcl, tmp_path):
+    "`pahcl challenge run` warns about a recording it cannot read and answers its patient from the others."
+    from pahcl.challenge import read_output, patient_ids, CLASSES
+    d, _ = entry
+    data = tmp_path/'data'; data.mkdir()
+    pids = patient_ids(circor/'training_data')[:2]
+    for pid in pids:
+        for f in (circor/'training_data').glob(f'{pid}*'): shutil.copy(f, data/f.name)
+    bad = sorted(data.glob(f'{pids[0]}_*.wav'))[0]; bad.write_bytes(b'RIFF, but not a wav')
+    r = pahcl('challenge', 'run', d/'model', data, tmp_path/'out', '--quiet')
+    assert r.returncode == 0 and '2 patients answered' in r.stdout, r.stderr
+    assert bad.name in r.stderr and 'cannot read this recording' in r.stderr
+    for pid in pids: assert list(read_output(tmp_path/'out'/f'{pid}.csv')) == CLASSES
 
 @pytest.mark.parametrize('args,needle', [
     (('challenge', 'train', '{tmp}/empty', '{tmp}/model'), 'no patient .txt files'),

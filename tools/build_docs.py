@@ -23,22 +23,24 @@ SECTIONS = {'results': 'Results', 'explore': 'Notebooks to run', 'finetune': 'No
             'pretrain': 'Notebooks to run'}
 
 
-def run_notebook(path: str) -> str:
-    "Run the notebook at `path` in its own folder, as `nbdev_test` does, and save it with its outputs; returns its name."
+def run_notebook(path: str):
+    "Run the notebook at `path` in its own folder, as `nbdev_test` does, and save it with its outputs."
     import os
     from execnb.shell import CaptureShell
     os.chdir(Path(path).parent)
-    try: CaptureShell(path=Path(path).parent, mpl_format='png').execute(path, path, exc_stop=True)
-    except Exception as e: raise RuntimeError(f'{Path(path).name}: a cell failed: {type(e).__name__}: {e}') from None
-    return Path(path).name
+    CaptureShell(path=Path(path).parent, mpl_format='png').execute(path, path, exc_stop=True)
 
 
 def run_notebooks(nbs: Path, workers: int = 2):
-    "Run every notebook in the folder `nbs`, `workers` at a time, each in a fresh process."
-    import multiprocessing
-    paths = sorted(str(p) for p in nbs.glob('*.ipynb'))
-    with multiprocessing.get_context('spawn').Pool(workers, maxtasksperchild=1) as pool:
-        for name in pool.imap(run_notebook, paths): print(f'ran {name}', flush=True)
+    "Run every notebook in the folder `nbs`, each in a fresh Python process, `workers` at a time."
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+    def one(path):
+        r = subprocess.run([sys.executable, __file__, '--run', path], capture_output=True, text=True)
+        if r.returncode: raise RuntimeError(f'{Path(path).name}: a cell failed\n{r.stdout[-3000:]}{r.stderr[-3000:]}')
+        return Path(path).name
+    with ThreadPoolExecutor(workers) as ex:
+        for name in ex.map(one, sorted(str(p) for p in nbs.glob('*.ipynb'))): print(f'ran {name}', flush=True)
 
 
 def process(nbs: Path) -> Path:
@@ -140,7 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument('--out', type=Path, default=ROOT/'_docs', help='folder for the site (default _docs/)')
     ap.add_argument('--no-execute', action='store_true', help="render the notebooks' stored outputs")
     ap.add_argument('--proc-only', action='store_true', help="stop after nbdev's processed notebooks in _proc/")
+    ap.add_argument('--run', help=argparse.SUPPRESS)                  # one notebook, in this process
     args = ap.parse_args(argv)
+    if args.run: run_notebook(args.run); return 0
     import os; os.chdir(ROOT)
     with tempfile.TemporaryDirectory() as tmp:
         nbs = Path(tmp)/'nbs'
