@@ -8,7 +8,7 @@ of chapter 3 go to $PAHCL_SCREENSHOTS, or the test's temporary folder.
 
 Skips when Chromium or Playwright is missing, unless PAHCL_REQUIRE_BROWSER=1 (as in CI), where it fails instead.
 """
-import contextlib, functools, http.server, os, re, shutil, subprocess, sys, threading
+import functools, http.server, os, re, shutil, subprocess, sys, threading
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
@@ -75,12 +75,12 @@ def shots(tmp_path) -> Path:
 
 
 class _Refs(HTMLParser):
-    "The local links (`href`, `src`) and the anchors (`id`, `name`) of one HTML page."
+    "The local links (`href`, `src`) and the anchors (any `id`, an `<a>`'s `name`) of one HTML page."
     def __init__(self):
         super().__init__(); self.links, self.ids = [], set()
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        self.ids.update(v for k, v in a.items() if k in ('id', 'name') and v)
+        self.ids.update(v for k, v in a.items() if v and (k == 'id' or (k == 'name' and tag == 'a')))
         for k in ('href', 'src'):
             v = a.get(k)
             if v and not re.match(r'^(\w[\w+.-]*:|//)', v): self.links.append(v)

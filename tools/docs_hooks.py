@@ -1,5 +1,5 @@
-"""MkDocs hooks for the pahcl site (mkdocs.yml names this file): local links for nbdev's, and a table of contents
-that leads to the headings as they are, and a link from each page to its notebook.
+"""MkDocs hooks for the pahcl site (mkdocs.yml names this file): nbdev's links made local, a table of contents that
+leads to the headings as they are, and a link from each page to its notebook.
 
 - nbdev links every backticked name to its docs at `doc_host + doc_baseurl` (settings.ini), by the page names of its
   Quarto site (`segment.html` for `06_segment.ipynb`); here they point at this site's own pages.
@@ -39,10 +39,8 @@ def _notebook_link(html: str, page) -> str:
     return re.sub(r'(</h1>)', lambda m: m[1] + link, html, count=1)
 
 
-def on_page_content(html, page, config, files):
-    pages, base = _pages(files), re.escape(_doc_url())
-    html = re.sub(base + r'([\w.-]+\.html)', lambda m: pages.get(m[1], m[0]), html)
-    html = _notebook_link(html, page)
+def _toc(html: str):
+    "The table of contents of a rendered page: its headings, nested by level, each with the id it has."
     tokens, stack = [], []
     for level, hid, inner in HEADING.findall(html):
         name = unescape(re.sub(r'<[^>]+>', '', inner)).replace('¶', '').strip()
@@ -50,11 +48,19 @@ def on_page_content(html, page, config, files):
         while stack and stack[-1]['level'] >= tok['level']: stack.pop()
         (stack[-1]['children'] if stack else tokens).append(tok)
         stack.append(tok)
-    page.toc = get_toc(tokens)
+    return get_toc(tokens)
+
+
+def on_page_content(html, page, config, files):
+    pages, base = _pages(files), re.escape(_doc_url())
+    html = re.sub(base + r'([\w.-]+\.html)', lambda m: pages.get(m[1], m[0]), html)
+    html = _notebook_link(html, page)
+    page.toc = _toc(html)
     return html
 
 
 def on_post_build(config):
+    "Links to names that have no heading anywhere in the site become plain code."
     site = Path(config['site_dir'])
     pages = {p.name: p for p in site.glob('*.html')}
     ids = {name: set(IDS.findall(p.read_text(encoding='utf-8'))) for name, p in pages.items()}
