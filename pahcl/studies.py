@@ -602,18 +602,26 @@ def _absolute_targets(res:dict) -> dict:
     return out
 
 # %% ../nbs/22_studies.ipynb #6e11b3e3
+def _interval_rows(v:dict) -> list:
+    "A method's primary figure as three values (low, point, high): its stored 95 % interval around it, or the point thrice."
+    lo, hi = v.get('primary_ci') or (v['primary'], v['primary'])
+    return [lo, v['primary'], hi]
+
 def plot_quality(res:dict, part:str='tasks', axes=None):
-    "One panel per task: each method's primary metric on the test split (bars), the classical baseline as a line."
-    import matplotlib.pyplot as plt
+    "One panel per task: each method's primary metric with its 95 % interval (where stored), the classical baseline dashed."
+    import matplotlib.pyplot as plt, seaborn as sns
     tasks = [t for t, m in res[part].items() if m]
-    if axes is None: _, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3), squeeze=False); axes = axes[0]
+    if axes is None:
+        _, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 0.3 * len(QUALITY_METHODS) + 1.3), squeeze=False, sharey=True)
+        axes = axes[0]
     for ax, t in zip(axes, tasks):
         ms = [m for m in QUALITY_METHODS if m in res[part][t]]
-        v = [res[part][t][m]['primary'] for m in ms]
-        ax.bar(range(len(ms)), v, color=['0.6' if m == 'classical' else 'C1' if m in ('cycle_only', 'sub_only') else 'C0' for m in ms])
-        if 'classical' in res[part][t]: ax.axhline(res[part][t]['classical']['primary'], color='0.4', lw=0.8, ls='--')
-        ax.set_xticks(range(len(ms)), ms, rotation=60, ha='right', fontsize=8)
-        ax.set_title(f"{t}\n{res[part][t][ms[0]]['primary_metric']}", fontsize=9); ax.set_ylim(0, 1)
+        d = pd.DataFrame([(m, x) for m in ms for x in _interval_rows(res[part][t][m])], columns=['method', 'value'])
+        # the median of (low, point, high) is the point; the errorbar function returns the stored interval as it is
+        sns.pointplot(d, x='value', y='method', order=ms, estimator='median', errorbar=lambda v: (v.min(), v.max()),
+                      linestyle='none', marker='o', markersize=4, color='C0', ax=ax)
+        if 'classical' in res[part][t]: ax.axvline(res[part][t]['classical']['primary'], color='0.5', lw=0.8, ls='--')
+        ax.set(xlim=(0, 1), xlabel=res[part][t][ms[0]]['primary_metric'], ylabel=''); ax.set_title(t)
     return axes
 
 # %% ../nbs/22_studies.ipynb #4b9443ae
