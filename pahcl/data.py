@@ -141,7 +141,7 @@ def read_split(task_dir, split:str, strict:bool=False) -> tuple:
 
 # %% ../nbs/09_data.ipynb #548c1049
 BOUND_COLUMNS = ['s1_start', 'systole_start', 's2_start', 'diastole_start']
-SUBSTRUCTURES = ('S1', 'systole', 'S2', 'diastole')
+SUBSTRUCTURES = STATE_NAMES                                   # S1, systole, S2, diastole (chapter 0a)
 
 def cycle_bounds(df:pd.DataFrame, target_length:int) -> tuple:
     "`(bounds (n, 5) int64, segmented (n,) bool)`: S1, systole, S2, diastole starts and the end in the `target_length` array."

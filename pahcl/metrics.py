@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from .config import list_tasks
 from .files import write_atomic
+from .style import style_context
 
 # %% auto #0
 __all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'DECISION_METRICS', 'ovr_score',
@@ -338,10 +339,10 @@ def save_confusion(cm, class_names, stem, normalize:bool=True, title:str|None=No
     stem = Path(stem)
     df = pd.DataFrame(cm.astype(int), index=pd.Index(list(class_names), name='true/predicted'), columns=list(class_names))
     csv = write_atomic(stem.with_name(stem.name + '.csv'), df.to_csv())
-    C = len(class_names)
-    fig = Figure(figsize=(1.2*C + 2, 1.1*C + 1.5))
-    plot_confusion(cm, class_names, ax=fig.subplots(), normalize=normalize, title=title)
-    fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=120)
+    C, buf = len(class_names), io.BytesIO()
+    with style_context():                                      # the house look, whatever the caller's style
+        fig = Figure(figsize=(1.2*C + 2, 1.1*C + 1.5))
+        plot_confusion(cm, class_names, ax=fig.subplots(), normalize=normalize, title=title)
+        fig.tight_layout(); fig.savefig(buf, format='png', dpi=120)
     png = write_atomic(stem.with_name(stem.name + '.png'), buf.getvalue())
     return csv, png
