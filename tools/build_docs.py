@@ -18,6 +18,8 @@ renders notebooks, outputs included, with nbconvert). The steps before rendering
 import argparse, re, shutil, sys, tempfile
 from pathlib import Path
 
+from make_readme import _directives                         # nbdev's `#| key: value` cell options, read once
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {'results': 'Results', 'explore': 'Notebooks to run', 'finetune': 'Notebooks to run',
             'pretrain': 'Notebooks to run'}
@@ -57,11 +59,6 @@ def process(nbs: Path) -> Path:
     return Path(proc_nbs(nbs, n_workers=0, force=True))
 
 
-def _options(cell) -> dict:
-    "A code cell's Quarto options (`#| key: value` lines at its top)."
-    return dict(m.groups() for m in re.finditer(r'^#\|\s*([\w-]+):\s*(.*?)\s*$', cell.source, re.M))
-
-
 def _heading(src: Path) -> str:
     "The first cell of the source notebook `src` (its `# title` and `> description`), which nbdev turns into front matter."
     import nbformat
@@ -86,7 +83,7 @@ def tidy(nb, heading: str, notebook: str):
         if c.cell_type == 'raw' and c.source.startswith('---'): c.cell_type, c.source = 'markdown', heading
         if c.cell_type == 'markdown': c.source = _local_links(c.source)
         if c.cell_type == 'code':
-            opts = _options(c)
+            opts = _directives(c.source)
             if opts.get('include') == 'false': continue
             if opts.get('echo') == 'false': c.metadata.setdefault('tags', []).append('remove_input')
             if opts.get('output') == 'false': c.outputs = []
