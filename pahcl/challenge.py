@@ -19,12 +19,13 @@ from .studies import bench_view, plan_steps
 # %% auto #0
 __all__ = ['CLASSES', 'MURMUR', 'OUTCOME', 'LABEL_FIELDS', 'CHALLENGE_RATIOS', 'CHALLENGE_TASKS', 'DECISIONS', 'STAGE_WEIGHTS',
            'VAL_CYCLES', 'MODEL_FILE', 'MURMUR_RULES', 'FALLBACK', 'TRIVIAL', 'CLASSICAL', 'ENTRIES', 'TARGETS',
-           'ChallengeError', 'patient_header', 'strip_labels', 'load_patient', 'output_text', 'write_output',
-           'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals',
+           'ANSWER_COLUMNS', 'ChallengeError', 'patient_header', 'strip_labels', 'load_patient', 'output_text',
+           'write_output', 'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals',
            'budget_seconds', 'patient_ids', 'challenge_raw', 'link_processed', 'keep_heard_murmurs', 'patient_murmur',
            'murmur_decision', 'train_challenge_model', 'ChallengeModel', 'load_challenge_model', 'as_float',
            'patient_cycles', 'run_challenge_model', 'run_folder', 'challenge_folds', 'classical_entry', 'trivial_entry',
-           'paired_difference', 'bench_challenge', 'format_challenge', 'plot_challenge']
+           'paired_difference', 'pack_answers', 'stored_answers', 'bench_challenge', 'format_challenge',
+           'plot_challenge']
 
 # %% ../nbs/23_challenge.ipynb #14cd4d5a
 CLASSES = ['Present', 'Unknown', 'Absent', 'Abnormal', 'Normal']      # the challenge's order: murmur, then outcome
@@ -566,6 +567,20 @@ def _fold_entries(d:Path, feats:dict, lab:dict, budget_minutes:float, preset:str
     return dict(train_minutes=round((t1 - t0) / 60, 2), run_minutes=round((t2 - t1) / 60, 2),
                 training={k: meta[k] for k in ('pretrain', *CHALLENGE_TASKS.values())})
 
+# %% ../nbs/23_challenge.ipynb #ce426f04
+ANSWER_COLUMNS = ['patient', 'murmur', 'outcome', 'murmur_pred', 'outcome_pred', 'answered']
+
+def pack_answers(a:pd.DataFrame) -> dict:
+    "{patient: [murmur, outcome, murmur answer, outcome answer, answered]}: an entry's answers (`challenge_answers`) as JSON keeps them."
+    return {str(r[0]): [*r[1:5], bool(r[5])] for r in a[ANSWER_COLUMNS].itertuples(index=False)}
+
+def stored_answers(res:dict, entry:str='pahcl') -> pd.DataFrame:
+    "The pooled answers of `entry` kept in a `bench_challenge` result `res`, for `paired_difference` with another run's."
+    if entry not in res.get('answers', {}):
+        raise ChallengeError(f"this bench result keeps no answers of {entry!r}; it keeps {sorted(res.get('answers', {})) or 'none'}")
+    return pd.DataFrame([[p, *v] for p, v in res['answers'][entry].items()], columns=ANSWER_COLUMNS)
+
+
 # %% ../nbs/23_challenge.ipynb #28428118
 def _challenge_report(dirs:list, times:list) -> dict:
     "Per fold and pooled scores of every entry (with intervals), the entry paired with the classical baselines, the targets."
@@ -574,7 +589,9 @@ def _challenge_report(dirs:list, times:list) -> dict:
     res = dict(folds=[dict(patients=len(answers['pahcl'][i]), **times[i], **{e: challenge_scores(answers[e][i]) for e in ENTRIES})
                       for i in range(len(dirs))],
                pooled={e: dict(challenge_scores(a), ci=score_intervals(a)) for e, a in pooled.items()},
-               paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL})
+               paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL},
+               answers={'pahcl': pack_answers(pooled['pahcl'])})     # for pairing a later recipe with this run
+
     p, best = res['pooled']['pahcl'], {k: (max if k.startswith('murmur') else min)(res['pooled'][c][k] for c in CLASSICAL) for k in TARGETS}
     res['targets'] = {k: dict(target=v, pahcl=p[k], ci=p['ci'][k], best_classical=best[k],
                               met=bool(p[k] >= v and p[k] > best[k]) if k.startswith('murmur') else bool(p[k] <= v and p[k] < best[k]))
