@@ -296,7 +296,6 @@ def keep_heard_murmurs(task_dir) -> int:
         write_task_csv(path, df, class_weights(df.label_id, len(w)))
     return int(out.sum())
 
-
 # %% ../nbs/23_challenge.ipynb #5958fc14
 MURMUR_RULES = ('mean', 'loudest')
 
@@ -307,7 +306,6 @@ def patient_murmur(P, rule:str) -> np.ndarray:
     if rule == 'mean': return P.mean(0)
     if rule == 'loudest': return P[P[:, 0].argmax()]
     raise ValueError(f"rule must be one of {', '.join(MURMUR_RULES)}, got {rule!r}")
-
 
 # %% ../nbs/23_challenge.ipynb #434a5ac2
 def murmur_decision(val:pd.DataFrame, grid=np.linspace(-2, 2, 9), min_patients:int=20) -> dict:
@@ -329,7 +327,6 @@ def murmur_decision(val:pd.DataFrame, grid=np.linspace(-2, 2, 9), min_patients:i
                 best = ((round(wa, 12), -np.abs(b).sum()), dict(rule=rule, offsets=b.tolist(), val_weighted_accuracy=wa, patients=len(groups)))
     return best[1]
 
-
 # %% ../nbs/23_challenge.ipynb #ea3b0d01
 def _murmur_validation(work:Path, kept:Path) -> pd.DataFrame:
     "The murmur classifier `kept`'s mean probabilities per validation recording: subject, recording, label, prob_<class>."
@@ -341,7 +338,6 @@ def _murmur_validation(work:Path, kept:Path) -> pd.DataFrame:
     P = pd.DataFrame(predict(net, df, int(ck['config']['data']['target_length'])), columns=[f'prob_{n}' for n in names])
     rec = pd.concat([df[['subject', 'recording', 'label']].reset_index(drop=True), P], axis=1)
     return rec.groupby(['subject', 'recording'], sort=False).agg({'label': 'first', **{c: 'mean' for c in P.columns}}).reset_index()
-
 
 # %% ../nbs/23_challenge.ipynb #699ebb27
 def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minutes=None, preset:str='tiny', seed:int=42,
@@ -366,7 +362,6 @@ def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minut
     pre = load_config('preprocess')
     meta = dict(version=1, recipe='pahcl', files={k: f'{k}.pt' for k in CHALLENGE_TASKS}, classes=CLASSES, priors=facts['data']['priors'],
                 murmur_decision=facts[CHALLENGE_TASKS['murmur']]['murmur_decision'],
-
                 preprocess={k: pre[k] for k in ('signal', 'segmentation', 'cycles', 'quality')}, preset=preset, seed=seed,
                 budget_minutes=round(total / 60, 2), minutes=round((time.perf_counter() - t0) / 60, 2), **facts)
     write_atomic(model_folder/MODEL_FILE, json.dumps(meta, indent=1, default=float))
@@ -420,7 +415,6 @@ def patient_cycles(model:ChallengeModel, frequency:float, recordings, verbose:bo
         except Exception as e:                            # a patient must get an answer whatever one recording holds
             if verbose: print(f'      recording {i + 1}: no cycles ({e})')
     return [c for c in out if len(c)]
-
 
 # %% ../nbs/23_challenge.ipynb #87990eb2
 def _probabilities(net:torch.nn.Module, cycles:np.ndarray, names:list, classes:list) -> np.ndarray:
@@ -580,7 +574,6 @@ def stored_answers(res:dict, entry:str='pahcl') -> pd.DataFrame:
         raise ChallengeError(f"this bench result keeps no answers of {entry!r}; it keeps {sorted(res.get('answers', {})) or 'none'}")
     return pd.DataFrame([[p, *v] for p, v in res['answers'][entry].items()], columns=ANSWER_COLUMNS)
 
-
 # %% ../nbs/23_challenge.ipynb #28428118
 def _challenge_report(dirs:list, times:list) -> dict:
     "Per fold and pooled scores of every entry (with intervals), the entry paired with the classical baselines, the targets."
@@ -591,7 +584,6 @@ def _challenge_report(dirs:list, times:list) -> dict:
                pooled={e: dict(challenge_scores(a), ci=score_intervals(a)) for e, a in pooled.items()},
                paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL},
                answers={'pahcl': pack_answers(pooled['pahcl'])})     # for pairing a later recipe with this run
-
     p, best = res['pooled']['pahcl'], {k: (max if k.startswith('murmur') else min)(res['pooled'][c][k] for c in CLASSICAL) for k in TARGETS}
     res['targets'] = {k: dict(target=v, pahcl=p[k], ci=p['ci'][k], best_classical=best[k],
                               met=bool(p[k] >= v and p[k] > best[k]) if k.startswith('murmur') else bool(p[k] <= v and p[k] < best[k]))
