@@ -285,12 +285,15 @@ def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float,
 # %% ../nbs/23_challenge.ipynb #71082f36
 def keep_heard_murmurs(task_dir) -> int:
     """Leave out of the training split of a `circor_murmur` task folder the cycles of Present patients' recordings made
-    where the murmur was not heard (`recording_murmur` false), class weights recomputed; how many cycles were left out."""
+    where the murmur was not heard (`recording_murmur` false), class weights recomputed; how many cycles were left out.
+    A Present patient none of whose recordings is marked heard (no `Murmur locations` given) keeps every recording."""
     from pahcl.tasks import read_task_csv, write_task_csv, class_weights
     path = Path(task_dir)/'train.csv'
     df, w = read_task_csv(path)
     if 'recording_murmur' not in df.columns: return 0
-    out = df.label.eq('Present') & ~df.recording_murmur.astype(str).str.lower().eq('true')
+    heard = df.recording_murmur.astype(str).str.lower().eq('true')
+    out = df.label.eq('Present') & ~heard & df.subject.isin(df.subject[heard])
+
     if out.any():
         df = df[~out].reset_index(drop=True)
         write_task_csv(path, df, class_weights(df.label_id, len(w)))
@@ -466,9 +469,11 @@ ENTRIES = ('pahcl',) + tuple(CLASSICAL) + tuple(TRIVIAL)
 TARGETS = dict(murmur_weighted_accuracy=0.78, outcome_cost=11144.0)   # the best entries' official scores on the hidden test set
 
 def _fold_patient(txt:Path, dst:Path, murmur:str, outcome:str):
-    "Patient `txt` in folder `dst`: its text with the label lines as the final release writes them, its audio linked."
+    """Patient `txt` in folder `dst`: its text (the murmur's locations, timing and grade kept) with the `#Murmur:` and
+    `#Outcome:` lines as the final release writes them, its audio linked."""
     dst.mkdir(parents=True, exist_ok=True)
-    text = strip_labels(txt.read_text(encoding='utf-8', errors='replace')).rstrip('\n')
+    text = ''.join(l for l in txt.read_text(encoding='utf-8', errors='replace').splitlines(keepends=True)
+                   if not l.startswith(('#Murmur:', '#Outcome:'))).rstrip('\n')
     write_atomic(dst/txt.name, f'{text}\n#Murmur: {murmur}\n#Outcome: {outcome}\n')
     for f in txt.parent.glob(f'{txt.stem}_*'):
         if f.suffix.lower() in ('.wav', '.hea', '.tsv') and not (dst/f.name).is_symlink(): (dst/f.name).symlink_to(f.resolve())
