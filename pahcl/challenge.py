@@ -18,14 +18,13 @@ from .studies import bench_view, plan_steps
 
 # %% auto #0
 __all__ = ['CLASSES', 'MURMUR', 'OUTCOME', 'LABEL_FIELDS', 'CHALLENGE_RATIOS', 'CHALLENGE_TASKS', 'DECISIONS', 'STAGE_WEIGHTS',
-           'VAL_CYCLES', 'MODEL_FILE', 'MURMUR_RULES', 'FALLBACK', 'TRIVIAL', 'CLASSICAL', 'ENTRIES', 'TARGETS',
-           'ANSWER_COLUMNS', 'ChallengeError', 'patient_header', 'strip_labels', 'load_patient', 'output_text',
-           'write_output', 'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals',
-           'budget_seconds', 'patient_ids', 'challenge_raw', 'link_processed', 'keep_heard_murmurs', 'patient_murmur',
-           'murmur_decision', 'train_challenge_model', 'ChallengeModel', 'load_challenge_model', 'as_float',
-           'patient_cycles', 'run_challenge_model', 'run_folder', 'challenge_folds', 'classical_entry', 'trivial_entry',
-           'paired_difference', 'pack_answers', 'stored_answers', 'bench_challenge', 'format_challenge',
-           'plot_challenge']
+           'VAL_CYCLES', 'MODEL_FILE', 'FALLBACK', 'TRIVIAL', 'CLASSICAL', 'ENTRIES', 'TARGETS', 'ANSWER_COLUMNS',
+           'ChallengeError', 'patient_header', 'strip_labels', 'load_patient', 'output_text', 'write_output',
+           'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals',
+           'budget_seconds', 'patient_ids', 'challenge_raw', 'link_processed', 'train_challenge_model',
+           'ChallengeModel', 'load_challenge_model', 'as_float', 'patient_cycles', 'run_challenge_model', 'run_folder',
+           'challenge_folds', 'classical_entry', 'trivial_entry', 'paired_difference', 'pack_answers', 'stored_answers',
+           'bench_challenge', 'format_challenge', 'plot_challenge']
 
 # %% ../nbs/23_challenge.ipynb #14cd4d5a
 CLASSES = ['Present', 'Unknown', 'Absent', 'Abnormal', 'Normal']      # the challenge's order: murmur, then outcome
@@ -249,9 +248,8 @@ def _challenge_pretrain(work:Path, preset:str, seed:int, seconds:float, say) -> 
 
 # %% ../nbs/23_challenge.ipynb #166e3dc5
 def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float, say) -> tuple:
-    """Stage 3: fine-tune the pretrained encoder on `task` for about `seconds`, head fitted first, epoch chosen on the validation
-    patients. Outcome: the decision line drawn there for the challenge's cost, folded into the output bias. Murmur: trained on
-    the recordings where the murmur was heard, its patient rule and line drawn by `murmur_decision`; (kept checkpoint, facts)."""
+    """Stage 3: fine-tune the pretrained encoder on `task` for about `seconds`, head fitted first, epoch and decision line
+    chosen on the validation patients for the challenge's score; (kept checkpoint, what it did)."""
     from pahcl.config import load_config
     from pahcl.data import read_split
     from pahcl.finetune import finetune, run_dir, BATCHNORM_CYCLES, HEAD_CYCLES
@@ -263,84 +261,17 @@ def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float,
     rest = max(1.0, seconds - (min(n, BATCHNORM_CYCLES) + min(n, HEAD_CYCLES) + nval) / erate)    # the head's fit and its scoring
     epochs, steps = plan_steps(finetune_rate(mcfg, fbs, len(base['downstream']['label_map'])), rest, max(1, math.ceil(n / fbs)), nval / erate,
                                min_epochs=4, max_epochs=60)
-    murmur = task == CHALLENGE_TASKS['murmur']
-    left_out = keep_heard_murmurs(work/'tasks'/task) if murmur else 0
     cfg = load_config('finetune', task, sets=['training.num_workers=0', 'training.warmup_epochs=1', f'training.num_epochs={epochs}',
                                               'training.early_stopping_patience=1000', f'seed={seed}', 'training.head_init=probe',
-                                              f"evaluation.decision_metric={'argmax' if murmur else DECISIONS[task]}"])
+                                              f'evaluation.decision_metric={DECISIONS[task]}'])
     fin = finetune(cfg, task, pretrained=ckpt, data_dir=work/'tasks', output_dir=work/'runs', experiment_name='challenge', device='cpu',
                    quiet=True, overwrite=True, limits=RunLimits(max_steps_per_epoch=steps, time_budget_s=0.9 * seconds, mid_epoch_stop=True))
     rd, val = run_dir(work/'runs', task, 'challenge'), fin.get('val_decision_value')
-    kept = rd/'best_model.pt' if (rd/'best_model.pt').exists() else rd/'final_model.pt'
-    facts = dict(epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], steps_per_epoch=steps, decision_offsets=fin.get('decision_offsets'))
-    if murmur:
-        d = facts['murmur_decision'] = murmur_decision(_murmur_validation(work, kept))
-        val, facts['left_out_cycles'] = d['val_weighted_accuracy'], left_out
-        say(f"      {task}: {left_out} training cycles of Present patients' murmur-free recordings left out; patient rule "
-            f"{d['rule']}, offsets {[round(x, 2) for x in d['offsets']]}")
-    elif val is not None and not higher_is_better(DECISIONS[task]): val = -val        # tuning maximises the negated cost
+    if val is not None and not higher_is_better(DECISIONS[task]): val = -val        # tuning maximises the negated cost
     say(f"      {task}: {fin['epochs_trained']} epochs of {steps} steps, kept epoch {fin['best_epoch']}, val {DECISIONS[task]} {float('nan') if val is None else val:.3f}")
-    return kept, dict(facts, **{f'val_{DECISIONS[task]}': val})
-
-# %% ../nbs/23_challenge.ipynb #71082f36
-def keep_heard_murmurs(task_dir) -> int:
-    """Leave out of the training split of a `circor_murmur` task folder the cycles of Present patients' recordings made
-    where the murmur was not heard (`recording_murmur` false), class weights recomputed; how many cycles were left out.
-    A Present patient none of whose recordings is marked heard (no `Murmur locations` given) keeps every recording."""
-    from pahcl.tasks import read_task_csv, write_task_csv, class_weights
-    path = Path(task_dir)/'train.csv'
-    df, w = read_task_csv(path)
-    if 'recording_murmur' not in df.columns: return 0
-    heard = df.recording_murmur.astype(str).str.lower().eq('true')
-    out = df.label.eq('Present') & ~heard & df.subject.isin(df.subject[heard])
-
-    if out.any():
-        df = df[~out].reset_index(drop=True)
-        write_task_csv(path, df, class_weights(df.label_id, len(w)))
-    return int(out.sum())
-
-# %% ../nbs/23_challenge.ipynb #5958fc14
-MURMUR_RULES = ('mean', 'loudest')
-
-def patient_murmur(P, rule:str) -> np.ndarray:
-    """One patient's murmur probabilities (Present, Unknown, Absent) from those of its recordings, `P` (n_recordings, 3): their
-    mean (`rule='mean'`) or the row of the recording with the highest probability of Present (`'loudest'`)."""
-    P = np.asarray(P, float)
-    if rule == 'mean': return P.mean(0)
-    if rule == 'loudest': return P[P[:, 0].argmax()]
-    raise ValueError(f"rule must be one of {', '.join(MURMUR_RULES)}, got {rule!r}")
-
-# %% ../nbs/23_challenge.ipynb #434a5ac2
-def murmur_decision(val:pd.DataFrame, grid=np.linspace(-2, 2, 9), min_patients:int=20) -> dict:
-    """The rule (`MURMUR_RULES`) and log-offsets (Present, Unknown, Absent; Present's 0) with the best weighted accuracy of the
-    validation patients in `val`: one row per recording, with `subject`, `label` and `prob_Present`, `prob_Unknown`,
-    `prob_Absent`. Ties go to 'mean' and the smallest shift; fewer than `min_patients` patients: 'mean', no shift."""
-    import itertools
-    from pahcl.metrics import shift_probs
-    groups = [g for _, g in val.groupby('subject', sort=False)]
-    y, cols = [g.label.iloc[0] for g in groups], [f'prob_{c}' for c in MURMUR]
-    best = ((float('-inf'), 0.0), dict(rule='mean', offsets=[0.0] * 3, val_weighted_accuracy=float('nan'), patients=len(groups)))
-    if len(groups) < min_patients: return best[1]
-    for rule in MURMUR_RULES:
-        P = np.stack([patient_murmur(g[cols].to_numpy(float), rule) for g in groups])
-        for rest in itertools.product(grid, repeat=2):
-            b = np.array((0.0,) + rest)
-            wa = murmur_weighted_accuracy(y, [MURMUR[i] for i in shift_probs(P, b).argmax(1)])
-            if (round(wa, 12), -np.abs(b).sum()) > best[0]:
-                best = ((round(wa, 12), -np.abs(b).sum()), dict(rule=rule, offsets=b.tolist(), val_weighted_accuracy=wa, patients=len(groups)))
-    return best[1]
-
-# %% ../nbs/23_challenge.ipynb #ea3b0d01
-def _murmur_validation(work:Path, kept:Path) -> pd.DataFrame:
-    "The murmur classifier `kept`'s mean probabilities per validation recording: subject, recording, label, prob_<class>."
-    from pahcl.data import read_split
-    from pahcl.finetune import load_finetuned, predict
-    net, ck = load_finetuned(kept)
-    df = read_split(work/'tasks'/CHALLENGE_TASKS['murmur'], 'val')[0]
-    names = sorted(ck['label_map'], key=ck['label_map'].get)
-    P = pd.DataFrame(predict(net, df, int(ck['config']['data']['target_length'])), columns=[f'prob_{n}' for n in names])
-    rec = pd.concat([df[['subject', 'recording', 'label']].reset_index(drop=True), P], axis=1)
-    return rec.groupby(['subject', 'recording'], sort=False).agg({'label': 'first', **{c: 'mean' for c in P.columns}}).reset_index()
+    return (rd/'best_model.pt' if (rd/'best_model.pt').exists() else rd/'final_model.pt',
+            dict(epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], steps_per_epoch=steps,
+                 decision_offsets=fin.get('decision_offsets'), **{f'val_{DECISIONS[task]}': val}))
 
 # %% ../nbs/23_challenge.ipynb #699ebb27
 def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minutes=None, preset:str='tiny', seed:int=42,
@@ -364,7 +295,6 @@ def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minut
         write_atomic(model_folder/f'{key}.pt', Path(kept).read_bytes())
     pre = load_config('preprocess')
     meta = dict(version=1, recipe='pahcl', files={k: f'{k}.pt' for k in CHALLENGE_TASKS}, classes=CLASSES, priors=facts['data']['priors'],
-                murmur_decision=facts[CHALLENGE_TASKS['murmur']]['murmur_decision'],
                 preprocess={k: pre[k] for k in ('signal', 'segmentation', 'cycles', 'quality')}, preset=preset, seed=seed,
                 budget_minutes=round(total / 60, 2), minutes=round((time.perf_counter() - t0) / 60, 2), **facts)
     write_atomic(model_folder/MODEL_FILE, json.dumps(meta, indent=1, default=float))
@@ -408,8 +338,8 @@ def as_float(x) -> np.ndarray:
     if x.dtype.kind == 'i': return x.astype(np.float64) / 2.0 ** (8 * x.dtype.itemsize - 1)
     return x.astype(np.float64)
 
-def patient_cycles(model:ChallengeModel, frequency:float, recordings, verbose:bool=False) -> list:
-    "The heart cycles (n, target length) of each of one patient's recordings that can be segmented, one array per recording."
+def patient_cycles(model:ChallengeModel, frequency:float, recordings, verbose:bool=False) -> np.ndarray:
+    "The heart cycles (n, target length) of all of one patient's recordings; a recording that cannot be segmented adds none."
     from pahcl.segment import recording_cycles
     cfg = dict(model.preprocess, cycles=dict(model.preprocess['cycles'], min_cycles=1))
     out = []
@@ -417,7 +347,7 @@ def patient_cycles(model:ChallengeModel, frequency:float, recordings, verbose:bo
         try: out.append(recording_cycles(as_float(x), frequency, cfg, model.params, name=f'recording {i + 1}')[0])
         except Exception as e:                            # a patient must get an answer whatever one recording holds
             if verbose: print(f'      recording {i + 1}: no cycles ({e})')
-    return [c for c in out if len(c)]
+    return np.concatenate(out) if out else np.zeros((0, int(cfg['cycles']['target_length'])), np.float32)
 
 # %% ../nbs/23_challenge.ipynb #87990eb2
 def _probabilities(net:torch.nn.Module, cycles:np.ndarray, names:list, classes:list) -> np.ndarray:
@@ -427,27 +357,16 @@ def _probabilities(net:torch.nn.Module, cycles:np.ndarray, names:list, classes:l
                        for c in np.array_split(cycles, max(1, math.ceil(len(cycles) / 64)))]).mean(0).numpy()
     return np.array([p[names.index(c)] for c in classes])
 
-def _murmur_probabilities(model:ChallengeModel, cycles:list) -> np.ndarray:
-    "The patient's murmur probabilities from its recordings' `cycles`, read with the rule and shift of `murmur_decision` when trained with one."
-    from pahcl.metrics import shift_probs
-    d, names = model.meta.get('murmur_decision'), model.labels['murmur']
-    if not d: return _probabilities(model.murmur, np.concatenate(cycles), names, MURMUR)
-    P = np.stack([_probabilities(model.murmur, c, names, MURMUR) for c in cycles])
-    return shift_probs(patient_murmur(P, d['rule'])[None], d['offsets'])[0]
-
 def run_challenge_model(model:ChallengeModel, data:str, recordings, verbose:int=1) -> tuple:
     """The challenge's running function, for one patient: `data` the text of its `.txt` (labels removed), `recordings` its
     integer arrays in the order of the text's recording lines; (classes, one-hot labels, probabilities)."""
     try: frequency = patient_header(data)['frequency']
     except ChallengeError: frequency, recordings = None, []      # an unreadable header: the patient still gets an answer
-    cycles = patient_cycles(model, frequency, recordings, verbose >= 2)
+    X = patient_cycles(model, frequency, recordings, verbose >= 2)
     labels, probs = [], []
     for key, classes in (('murmur', MURMUR), ('outcome', OUTCOME)):
-        if not cycles: p, pick = np.asarray(model.meta['priors'][key], float), FALLBACK[key]
-        else:
-            p = (_murmur_probabilities(model, cycles) if key == 'murmur'
-                 else _probabilities(model.outcome, np.concatenate(cycles), model.labels[key], classes))
-            pick = classes[int(p.argmax())]
+        if len(X): p = _probabilities(getattr(model, key), X, model.labels[key], classes); pick = classes[int(p.argmax())]
+        else: p, pick = np.asarray(model.meta['priors'][key], float), FALLBACK[key]
         labels += [int(c == pick) for c in classes]; probs += [float(v) for v in p]
     return list(CLASSES), np.array(labels, int), np.array(probs)
 
@@ -474,6 +393,7 @@ def _fold_patient(txt:Path, dst:Path, murmur:str, outcome:str):
     dst.mkdir(parents=True, exist_ok=True)
     text = ''.join(l for l in txt.read_text(encoding='utf-8', errors='replace').splitlines(keepends=True)
                    if not l.startswith(('#Murmur:', '#Outcome:'))).rstrip('\n')
+
     write_atomic(dst/txt.name, f'{text}\n#Murmur: {murmur}\n#Outcome: {outcome}\n')
     for f in txt.parent.glob(f'{txt.stem}_*'):
         if f.suffix.lower() in ('.wav', '.hea', '.tsv') and not (dst/f.name).is_symlink(): (dst/f.name).symlink_to(f.resolve())
@@ -566,7 +486,7 @@ def _fold_entries(d:Path, feats:dict, lab:dict, budget_minutes:float, preset:str
     return dict(train_minutes=round((t1 - t0) / 60, 2), run_minutes=round((t2 - t1) / 60, 2),
                 training={k: meta[k] for k in ('pretrain', *CHALLENGE_TASKS.values())})
 
-# %% ../nbs/23_challenge.ipynb #ce426f04
+# %% ../nbs/23_challenge.ipynb #c4c89ad7
 ANSWER_COLUMNS = ['patient', 'murmur', 'outcome', 'murmur_pred', 'outcome_pred', 'answered']
 
 def pack_answers(a:pd.DataFrame) -> dict:
@@ -589,6 +509,7 @@ def _challenge_report(dirs:list, times:list) -> dict:
                pooled={e: dict(challenge_scores(a), ci=score_intervals(a)) for e, a in pooled.items()},
                paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL},
                answers={'pahcl': pack_answers(pooled['pahcl'])})     # for pairing a later recipe with this run
+
     p, best = res['pooled']['pahcl'], {k: (max if k.startswith('murmur') else min)(res['pooled'][c][k] for c in CLASSICAL) for k in TARGETS}
     res['targets'] = {k: dict(target=v, pahcl=p[k], ci=p['ci'][k], best_classical=best[k],
                               met=bool(p[k] >= v and p[k] > best[k]) if k.startswith('murmur') else bool(p[k] <= v and p[k] < best[k]))

@@ -65,9 +65,6 @@ def test_trained_through_the_convention_within_its_budget(entry):
     assert meta['data']['counts']['circor_murmur']['test']['subjects'] == 0        # every patient trains or validates
     assert sum(meta['data']['priors']['murmur']) == pytest.approx(1.0)
     assert 'pretraining:' in t.stdout and 'circor_outcome:' in t.stdout
-    d, val = meta['murmur_decision'], meta['data']['counts']['circor_murmur']['val']['subjects']
-    assert d['patients'] == val < 20 and (d['rule'], d['offsets']) == ('mean', [0.0] * 3)   # too few to choose on: no choice made
-    assert meta['circor_murmur']['left_out_cycles'] == 0     # these demo Present patients have a murmur at every location
 
 def test_every_patient_answered_one_class_per_task(entry, circor):
     from pahcl.challenge import read_output, patient_ids, CLASSES
