@@ -509,7 +509,6 @@ def _challenge_report(dirs:list, times:list) -> dict:
                pooled={e: dict(challenge_scores(a), ci=score_intervals(a)) for e, a in pooled.items()},
                paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL},
                answers={'pahcl': pack_answers(pooled['pahcl'])})     # for pairing a later recipe with this run
-
     p, best = res['pooled']['pahcl'], {k: (max if k.startswith('murmur') else min)(res['pooled'][c][k] for c in CLASSICAL) for k in TARGETS}
     res['targets'] = {k: dict(target=v, pahcl=p[k], ci=p['ci'][k], best_classical=best[k],
                               met=bool(p[k] >= v and p[k] > best[k]) if k.startswith('murmur') else bool(p[k] <= v and p[k] < best[k]))
