@@ -45,9 +45,9 @@ def patient_header(data:str) -> dict:
     if any(len(r) < 3 for r in recs): raise ChallengeError("a recording line is '<location> <.hea> <.wav> [<.tsv>]'")
     return dict(patient=head[0], frequency=float(head[2]), locations=[r[0] for r in recs], wavs=[r[2] for r in recs])
 
-def strip_labels(data:str) -> str:
-    "The text without its label lines, as the challenge hands it to `run_challenge_model`."
-    return ''.join(l for l in data.splitlines(keepends=True) if not any(l.startswith('#' + f) for f in LABEL_FIELDS))
+def strip_labels(data:str, fields=LABEL_FIELDS) -> str:
+    "The text without its label lines (`#<field>…` for each of `fields`), as the challenge hands it to `run_challenge_model`."
+    return ''.join(l for l in data.splitlines(keepends=True) if not any(l.startswith('#' + f) for f in fields))
 
 # %% ../nbs/23_challenge.ipynb #06ee7388
 def load_patient(txt_path, unreadable:str='raise') -> tuple:
@@ -391,8 +391,8 @@ def _fold_patient(txt:Path, dst:Path, murmur:str, outcome:str):
     """Patient `txt` in folder `dst`: its text (the murmur's locations, timing and grade kept) with the `#Murmur:` and
     `#Outcome:` lines as the final release writes them, its audio linked."""
     dst.mkdir(parents=True, exist_ok=True)
-    text = ''.join(l for l in txt.read_text(encoding='utf-8', errors='replace').splitlines(keepends=True)
-                   if not l.startswith(('#Murmur:', '#Outcome:'))).rstrip('\n')
+    text = strip_labels(txt.read_text(encoding='utf-8', errors='replace'), ('Murmur:', 'Outcome:')).rstrip('\n')
+
 
     write_atomic(dst/txt.name, f'{text}\n#Murmur: {murmur}\n#Outcome: {outcome}\n')
     for f in txt.parent.glob(f'{txt.stem}_*'):
