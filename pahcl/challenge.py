@@ -4,29 +4,27 @@
 
 # %% ../nbs/23_challenge.ipynb #c783a36d
 from __future__ import annotations
-import io, json, math, os, shutil, time, warnings
-from dataclasses import dataclass, replace
+import json, math, os, shutil, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
-import joblib
 import numpy as np
 import pandas as pd
 import torch
 from .files import write_atomic
 from .datasets import read_circor_txt
-from .metrics import murmur_weighted_accuracy, outcome_cost, higher_is_better, shift_probs
+from .metrics import murmur_weighted_accuracy, outcome_cost, higher_is_better
 from .speed import pretrain_rate, finetune_rate, embed_rate
 from .studies import bench_view, plan_steps
 
 # %% auto #0
 __all__ = ['CLASSES', 'MURMUR', 'OUTCOME', 'LABEL_FIELDS', 'CHALLENGE_RATIOS', 'CHALLENGE_TASKS', 'DECISIONS', 'STAGE_WEIGHTS',
-           'VAL_CYCLES', 'MODEL_FILE', 'ENSEMBLE_WEIGHTS', 'CLASSICAL_FILE', 'FALLBACK', 'TRIVIAL', 'CLASSICAL',
-           'ENTRIES', 'TARGETS', 'ANSWER_COLUMNS', 'ChallengeError', 'patient_header', 'strip_labels', 'load_patient',
-           'output_text', 'write_output', 'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores',
-           'score_intervals', 'budget_seconds', 'patient_ids', 'challenge_raw', 'link_processed',
-           'recording_feature_rows', 'patient_means', 'choose_mixture', 'train_challenge_model', 'ChallengeModel',
-           'load_challenge_model', 'as_float', 'patient_cycles', 'run_challenge_model', 'run_folder', 'challenge_folds',
-           'classical_entry', 'trivial_entry', 'paired_difference', 'pack_answers', 'stored_answers', 'bench_challenge',
-           'format_challenge', 'plot_challenge']
+           'VAL_CYCLES', 'MODEL_FILE', 'FALLBACK', 'TRIVIAL', 'CLASSICAL', 'ENTRIES', 'TARGETS', 'ANSWER_COLUMNS',
+           'ChallengeError', 'patient_header', 'strip_labels', 'load_patient', 'output_text', 'write_output',
+           'read_output', 'patient_labels', 'challenge_answers', 'challenge_scores', 'score_intervals',
+           'budget_seconds', 'patient_ids', 'challenge_raw', 'link_processed', 'train_challenge_model',
+           'ChallengeModel', 'load_challenge_model', 'as_float', 'patient_cycles', 'run_challenge_model', 'run_folder',
+           'challenge_folds', 'classical_entry', 'trivial_entry', 'paired_difference', 'pack_answers', 'stored_answers',
+           'bench_challenge', 'format_challenge', 'plot_challenge']
 
 # %% ../nbs/23_challenge.ipynb #14cd4d5a
 CLASSES = ['Present', 'Unknown', 'Absent', 'Abnormal', 'Normal']      # the challenge's order: murmur, then outcome
@@ -91,15 +89,21 @@ def read_output(path) -> dict:
     return dict(zip(classes, zip(nums(2, lambda x: int(float(x))), nums(3, float))))
 
 # %% ../nbs/23_challenge.ipynb #8fe6150c
-def _table_labels(folder:Path) -> dict:
-    "{patient: {'Murmur': …, 'Outcome': …}} of a `training_data.csv` beside or above `folder` ({} when there is none)."
+def _labels_csv(folder:Path) -> tuple:
+    "(path, table) of the `training_data.csv` beside or above `folder` (release 1.0.0's labels), names stripped; (None, None) if none."
     for csv in (folder/'training_data.csv', folder.parent/'training_data.csv'):
         if csv.is_file():
             df = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
             df.columns = [c.strip() for c in df.columns]
             if 'Patient ID' not in df.columns: raise ChallengeError(f"{csv}: no 'Patient ID' column; download training_data.csv again")
-            return {r['Patient ID'].strip(): {k: r[k].strip() for k in ('Murmur', 'Outcome') if k in df.columns} for _, r in df.iterrows()}
-    return {}
+            return csv, df.assign(**{'Patient ID': df['Patient ID'].str.strip()})
+    return None, None
+
+def _table_labels(folder:Path) -> dict:
+    "{patient: {'Murmur': …, 'Outcome': …}} of a `training_data.csv` beside or above `folder` ({} when there is none)."
+    _, df = _labels_csv(folder)
+    if df is None: return {}
+    return {r['Patient ID']: {k: r[k].strip() for k in ('Murmur', 'Outcome') if k in df.columns} for _, r in df.iterrows()}
 
 def patient_labels(folder) -> pd.DataFrame:
     "patient, murmur, outcome of every patient `.txt` of `folder` (label lines first, else a `training_data.csv` beside or above)."
@@ -184,12 +188,8 @@ def challenge_raw(data_folder, raw) -> Path:
     link = d/'training_data'
     if link.is_symlink(): link.unlink()
     link.symlink_to(data, target_is_directory=True)
-    csv = next((c for c in (data/'training_data.csv', data.parent/'training_data.csv') if c.is_file()), None)
-    if csv is not None:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
-        col = next((c for c in df.columns if c.strip() == 'Patient ID'), None)
-        if col is None: raise ChallengeError(f"{csv}: no 'Patient ID' column; download training_data.csv again")
-        write_atomic(d/'training_data.csv', df[df[col].str.strip().isin(ids)].to_csv(index=False))
+    csv, df = _labels_csv(data)
+    if csv is not None: write_atomic(d/'training_data.csv', df[df['Patient ID'].isin(ids)].to_csv(index=False))
     elif (d/'training_data.csv').exists(): (d/'training_data.csv').unlink()
     return d
 
@@ -275,109 +275,12 @@ def _challenge_finetune(task:str, work:Path, ckpt:Path, seed:int, seconds:float,
             dict(epochs=fin['epochs_trained'], best_epoch=fin['best_epoch'], steps_per_epoch=steps,
                  decision_offsets=fin.get('decision_offsets'), **{f'val_{DECISIONS[task]}': val}))
 
-# %% ../nbs/23_challenge.ipynb #1f99eccf
-ENSEMBLE_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)   # PA-HCL's share of a patient's probabilities; ties go to the larger share
-CLASSICAL_FILE = 'classical.joblib'
-
-def recording_feature_rows(recordings, frequency:float):
-    """Chapter 21's spectral and sub-structure features (n, F) of one patient's recordings (float samples at `frequency`),
-    a row per recording they can be computed for; None when there is none."""
-    from pahcl.probes import recording_features, substructure_features
-    rows = []
-    for x in recordings:
-        try: rows.append(np.concatenate([recording_features(x, int(frequency)), substructure_features(x, frequency)]))
-        except Exception: continue                    # too short to describe: the patient is answered from the others
-    return np.stack(rows) if rows else None
-
-# %% ../nbs/23_challenge.ipynb #39e15841
-def _recording_table(ids, lab:dict, feats:dict, task:str, label_map:dict) -> tuple:
-    "(one row per recording of patients `ids` that has features, their features) for `task`."
-    rows = [dict(subject=p, recording=s, cycle=0, label=lab[p][1 if task == 'circor_outcome' else 0]) for p in ids for s in feats.get(p, {})]
-    df = pd.DataFrame(rows, columns=['subject', 'recording', 'cycle', 'label'])
-    df['label_id'] = df.label.map(label_map).astype(int)
-    X = np.stack([feats[r.subject][r.recording] for r in df.itertuples()]) if len(df) else np.zeros((0, 1))
-    return df, X
-
-def _task_patients(work:Path, task:str) -> dict:
-    "{'train': patients, 'val': patients} of `task`'s splits as the fine-tuning stage reads them."
-    from pahcl.data import read_split
-    return {s: sorted(set(read_split(work/'tasks'/task, s)[0].subject.astype(str))) for s in ('train', 'val')}
-
-def patient_means(df:pd.DataFrame, P:np.ndarray) -> pd.DataFrame:
-    "The rows' probabilities `P` (n, C) averaged per patient (`df.subject`), a row per patient."
-    return pd.DataFrame(P, index=df.subject.astype(str).to_numpy()).groupby(level=0).mean()
-
-def _challenge_features(data_root, lab:dict, workers:int, start:str='spawn') -> dict:
-    """{patient: {recording: features}} of every recording of the labelled patients (chapter 21's spectral and sub-structure
-    features), computed in `workers` processes started by `start`."""
-    from pahcl.datasets import read_circor
-    from pahcl.probes import classical_features
-    recs = [r for r in read_circor(Path(data_root))[0] if r.subject in lab]
-    f = classical_features({f'{r.subject}/{r.recording}': r.path for r in recs}, workers, substructure=True, start=start)
-    out = {}
-    for k, v in f.items(): p, s = k.split('/'); out.setdefault(p, {})[s] = v
-    return out
-
-# %% ../nbs/23_challenge.ipynb #73c8191b
-def _challenge_classical(work:Path, lab:dict, feats:dict, seed:int, say) -> dict:
-    """Stage 1b: per task, gradient-boosted trees on the features of the training patients' recordings, the setting chosen on
-    the validation patients by the task's primary figure; {task: dict(model, setting, val)}, `val` their patient means."""
-    from pahcl.config import load_config
-    from pahcl.probes import fit_probe, cycle_predictions, _full_prob
-    from pahcl.stats import quality_metrics
-    from pahcl.metrics import evaluate_predictions
-    out = {}
-    for task in CHALLENGE_TASKS.values():
-        lmap = load_config('finetune', task)['downstream']['label_map']; part = _task_patients(work, task)
-        (tr, Xtr), (va, Xva) = (_recording_table(part[s], lab, feats, task, lmap) for s in ('train', 'val'))
-        if not len(tr) or not len(va): continue            # no features to learn from: PA-HCL alone
-        score = lambda p: quality_metrics(evaluate_predictions(cycle_predictions(va, p, lmap), task, lmap), task)['primary']
-        clf, setting, _ = fit_probe(Xtr, tr.label_id.to_numpy(int), Xva, score, seed=seed, num_classes=len(lmap), model='gbt')
-        out[task] = dict(model=clf, setting=setting, val=patient_means(va, _full_prob(clf, Xva, len(lmap))))
-    trees = ', '.join(f"{t} {v['setting']}" for t, v in out.items()) or 'no features, left out'
-    say(f"      classical trees: {trees}")
-    return out
-
-# %% ../nbs/23_challenge.ipynb #25976a5b
-def choose_mixture(p_net:pd.DataFrame, p_cls:pd.DataFrame, labels:pd.Series, task:str, label_map:dict,
-                   weights=ENSEMBLE_WEIGHTS, min_units:int=20) -> dict:
-    """PA-HCL's weight `w` and the log-offsets of `w p_net + (1 − w) p_cls` (patient rows, label-map columns) that score best on
-    the patients' `labels` for the challenge's score (`DECISIONS`); ties go to the larger `w`. Fewer than `min_units`
-    patients: PA-HCL alone (`w` 1, offsets 0)."""
-    from pahcl.metrics import tune_offsets
-    ids = list(p_net.index); names = sorted(label_map, key=label_map.get)
-    if len(ids) < min_units: return dict(weight=1.0, offsets=[0.0] * len(names), value=None, patients=len(ids))
-    cls = p_cls.reindex(ids).fillna(p_net)                  # a patient without features: PA-HCL's own probabilities
-    y = labels.reindex(ids).map(label_map).to_numpy(int)
-    best = None
-    for w in sorted(weights, reverse=True):
-        P = w * p_net.to_numpy(float) + (1 - w) * cls.to_numpy(float)
-        frame = pd.DataFrame(dict(subject=ids, recording=ids, label_id=y, **{f'prob_{n}': P[:, i] for i, n in enumerate(names)}))
-        b, v = tune_offsets(frame, task, label_map, DECISIONS[task], min_units=min_units)
-        if best is None or v > best['value'] + 1e-12: best = dict(weight=float(w), offsets=b, value=float(v), patients=len(ids))
-    return best
-
-# %% ../nbs/23_challenge.ipynb #459f45f9
-def _challenge_mixture(task:str, work:Path, kept:Path, classical:dict, lab:dict, say) -> dict:
-    "Stage 4: the kept `task` classifier on the validation patients' cycles, mixed with the trees' answers (`choose_mixture`)."
-    from pahcl.data import read_split
-    from pahcl.finetune import load_finetuned, predict
-    if task not in classical: return dict(weight=1.0, offsets=None, value=None, patients=0)
-    net, ck = load_finetuned(kept)
-    va = read_split(work/'tasks'/task, 'val')[0]
-    p_net = patient_means(va, predict(net, va))
-    labels = pd.Series({p: lab[p][1 if task == 'circor_outcome' else 0] for p in p_net.index})
-    m = choose_mixture(p_net, classical[task]['val'], labels, task, ck['label_map'])
-    say(f"      {task}: PA-HCL weight {m['weight']:g} beside the trees, offsets {m['offsets']}, on {m['patients']} validation patients")
-    return dict(m, setting=classical[task]['setting'])
-
 # %% ../nbs/23_challenge.ipynb #699ebb27
 def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minutes=None, preset:str='tiny', seed:int=42,
-                          workers:int|None=None, cache=None, features=None, keep_work:bool=False) -> dict:
+                          workers:int|None=None, cache=None, keep_work:bool=False) -> dict:
     """The challenge's training function: segment the patients of `data_folder`, pretrain PA-HCL on their cycles, fine-tune for
-    murmur and outcome, fit the trees beside it and choose the mixture, and write what `load_challenge_model` needs into
-    `model_folder`, within the budget (`budget_seconds`). `cache`: a folder `pahcl preprocess` wrote for these recordings (the
-    patients found there are not segmented again); `features`: their `_challenge_features`, computed already."""
+    murmur and outcome, and write what `load_challenge_model` needs into `model_folder`, within the budget (`budget_seconds`).
+    `cache`: a folder `pahcl preprocess` wrote for these recordings (the patients found there are not segmented again)."""
     from pahcl.config import load_config
     from pahcl.training import cpu_count
     t0, total = time.perf_counter(), budget_seconds(budget_minutes)
@@ -385,23 +288,15 @@ def train_challenge_model(data_folder, model_folder, verbose:int=1, budget_minut
     model_folder = Path(model_folder); work = model_folder/'work'
     say(f'pahcl challenge entry: training on {data_folder} for at most {total / 60:.1f} min')
     facts = dict(data=_challenge_data(data_folder, work, seed, workers or cpu_count(), cache, say))
-    lab = {r.patient: (r.murmur, r.outcome) for r in patient_labels(data_folder).itertuples()}
-    feats = features if features is not None else _challenge_features(work/'raw'/'circor', lab, workers or cpu_count(), 'fork')  # a train_model.py may lack a __main__ guard
-    classical = _challenge_classical(work, lab, feats, seed, say)
     left = dict(STAGE_WEIGHTS)
     def share(k):
         w = left.pop(k); return max(10.0, (end - time.perf_counter()) * w / (w + sum(left.values())))
     ckpt, facts['pretrain'] = _challenge_pretrain(work, preset, seed, share('pretrain'), say)
     for key, task in CHALLENGE_TASKS.items():
         kept, facts[task] = _challenge_finetune(task, work, ckpt, seed, share(task), say)
-        facts[task]['ensemble'] = _challenge_mixture(task, work, kept, classical, lab, say)
         write_atomic(model_folder/f'{key}.pt', Path(kept).read_bytes())
-    if classical:
-        buf = io.BytesIO(); joblib.dump({k: classical[t]['model'] for k, t in CHALLENGE_TASKS.items() if t in classical}, buf)
-        write_atomic(model_folder/CLASSICAL_FILE, buf.getvalue())
     pre = load_config('preprocess')
-    meta = dict(version=2, recipe='pahcl+trees', files={k: f'{k}.pt' for k in CHALLENGE_TASKS}, classes=CLASSES, priors=facts['data']['priors'],
-                ensemble={k: facts[t]['ensemble'] for k, t in CHALLENGE_TASKS.items()},
+    meta = dict(version=1, recipe='pahcl', files={k: f'{k}.pt' for k in CHALLENGE_TASKS}, classes=CLASSES, priors=facts['data']['priors'],
                 preprocess={k: pre[k] for k in ('signal', 'segmentation', 'cycles', 'quality')}, preset=preset, seed=seed,
                 budget_minutes=round(total / 60, 2), minutes=round((time.perf_counter() - t0) / 60, 2), **facts)
     write_atomic(model_folder/MODEL_FILE, json.dumps(meta, indent=1, default=float))
@@ -421,7 +316,6 @@ class ChallengeModel:
     preprocess: dict
     params: dict
     meta: dict
-    classical: dict | None = None        # the trees beside each classifier, and how they are mixed (`meta['ensemble']`)
 
 def load_challenge_model(model_folder, verbose:int=1) -> ChallengeModel:
     "The challenge's loading function: the entry `train_challenge_model` wrote into `model_folder`."
@@ -434,11 +328,8 @@ def load_challenge_model(model_folder, verbose:int=1) -> ChallengeModel:
     for key in CHALLENGE_TASKS:
         nets[key], ck = load_finetuned(folder/meta['files'][key])
         labels[key] = sorted(ck['label_map'], key=ck['label_map'].get)
-    trees = joblib.load(folder/CLASSICAL_FILE) if (folder/CLASSICAL_FILE).is_file() else None
-    if trees is None and any(m['weight'] < 1 for m in meta.get('ensemble', {}).values()):
-        raise ChallengeError(f"{folder}: {CLASSICAL_FILE} is missing, and the entry mixes its trees' answers in; train the entry again")
     if verbose: print(f"pahcl challenge entry from {folder} ({meta['recipe']}, trained {meta['minutes']} min)")
-    return ChallengeModel(nets['murmur'], nets['outcome'], labels, meta['preprocess'], load_segmenter_params(), meta, trees)
+    return ChallengeModel(nets['murmur'], nets['outcome'], labels, meta['preprocess'], load_segmenter_params(), meta)
 
 # %% ../nbs/23_challenge.ipynb #c312bc2d
 def as_float(x) -> np.ndarray:
@@ -468,40 +359,25 @@ def _probabilities(net:torch.nn.Module, cycles:np.ndarray, names:list, classes:l
                        for c in np.array_split(cycles, max(1, math.ceil(len(cycles) / 64)))]).mean(0).numpy()
     return np.array([p[names.index(c)] for c in classes])
 
-def _mixed(model:ChallengeModel, key:str, cycles:np.ndarray, features, classes:list) -> np.ndarray:
-    """The `key` classifier's probabilities over the patient's `cycles`, mixed with its trees' mean over the recordings'
-    `features` (None: PA-HCL's own) with the weight and decision line chosen on validation, in the order of `classes`."""
-    from pahcl.probes import _full_prob
-    names, m = model.labels[key], model.meta.get('ensemble', {}).get(key)
-    p = _probabilities(getattr(model, key), cycles, names, names)
-    if m and m.get('offsets'):
-        q = p if features is None or m['weight'] == 1 else _full_prob(model.classical[key], features, len(names)).mean(0)
-        p = shift_probs((m['weight'] * p + (1 - m['weight']) * q)[None], m['offsets'])[0]
-    return np.array([p[names.index(c)] for c in classes])
-
 def run_challenge_model(model:ChallengeModel, data:str, recordings, verbose:int=1) -> tuple:
     """The challenge's running function, for one patient: `data` the text of its `.txt` (labels removed), `recordings` its
     integer arrays in the order of the text's recording lines; (classes, one-hot labels, probabilities)."""
     try: frequency = patient_header(data)['frequency']
     except ChallengeError: frequency, recordings = None, []      # an unreadable header: the patient still gets an answer
     X = patient_cycles(model, frequency, recordings, verbose >= 2)
-    mixing = len(X) and model.classical and any(m['weight'] < 1 for m in model.meta.get('ensemble', {}).values())
-    F = recording_feature_rows([as_float(x) for x in recordings], frequency) if mixing else None
     labels, probs = [], []
     for key, classes in (('murmur', MURMUR), ('outcome', OUTCOME)):
-        if len(X): p = _mixed(model, key, X, F, classes); pick = classes[int(p.argmax())]
+        if len(X): p = _probabilities(getattr(model, key), X, model.labels[key], classes); pick = classes[int(p.argmax())]
         else: p, pick = np.asarray(model.meta['priors'][key], float), FALLBACK[key]
         labels += [int(c == pick) for c in classes]; probs += [float(v) for v in p]
     return list(CLASSES), np.array(labels, int), np.array(probs)
 
 # %% ../nbs/23_challenge.ipynb #5c0c2ebc
-def run_folder(model_folder, data_folder, output_folder, verbose:int=1, trees:bool=True) -> dict:
-    """Answer for every patient of `data_folder` with the entry in `model_folder`, one output file each in `output_folder`;
-    `trees=False`: PA-HCL's classifiers alone, the trees' answers not mixed in (to measure what they add)."""
+def run_folder(model_folder, data_folder, output_folder, verbose:int=1) -> dict:
+    "Answer for every patient of `data_folder` with the entry in `model_folder`, one output file each in `output_folder`."
     t0, ids = time.perf_counter(), patient_ids(data_folder)
     if not ids: raise ChallengeError(f"{data_folder}: no patient .txt files here; give a folder of the challenge's patient files")
     model = load_challenge_model(model_folder, verbose)
-    if not trees: model = replace(model, classical=None, meta=dict(model.meta, ensemble={}))
     for pid in ids:
         data, recordings = load_patient(Path(data_folder)/f'{pid}.txt', unreadable='skip')
         write_output(output_folder, pid, *run_challenge_model(model, strip_labels(data), recordings, verbose))
@@ -510,7 +386,7 @@ def run_folder(model_folder, data_folder, output_folder, verbose:int=1, trees:bo
 # %% ../nbs/23_challenge.ipynb #7e32dc9f
 TRIVIAL = {'always_absent_normal': ('Absent', 'Normal'), 'always_present_abnormal': ('Present', 'Abnormal')}
 CLASSICAL = {'classical': 'logistic', 'classical_gbt': 'gbt'}
-ENTRIES = ('pahcl', 'pahcl_alone') + tuple(CLASSICAL) + tuple(TRIVIAL)    # pahcl_alone: the same entry, its trees left out
+ENTRIES = ('pahcl',) + tuple(CLASSICAL) + tuple(TRIVIAL)
 TARGETS = dict(murmur_weighted_accuracy=0.78, outcome_cost=11144.0)   # the best entries' official scores on the hidden test set
 
 def _fold_patient(txt:Path, dst:Path, murmur:str, outcome:str):
@@ -538,7 +414,15 @@ def challenge_folds(data_root, out, k:int=5, seed:int=42) -> tuple:
         dirs.append(d)
     return dirs, lab
 
-# %% ../nbs/23_challenge.ipynb #bbdd4fab
+# %% ../nbs/23_challenge.ipynb #076b8489
+def _recording_table(ids, lab:dict, feats:dict, task:str, label_map:dict) -> tuple:
+    "(one row per recording of patients `ids` that has features, their features) for `task`."
+    rows = [dict(subject=p, recording=s, cycle=0, label=lab[p][1 if task == 'circor_outcome' else 0]) for p in ids for s in feats.get(p, {})]
+    df = pd.DataFrame(rows, columns=['subject', 'recording', 'cycle', 'label'])
+    df['label_id'] = df.label.map(label_map).astype(int)
+    X = np.stack([feats[r.subject][r.recording] for r in df.itertuples()]) if len(df) else np.zeros((0, 1))
+    return df, X
+
 def classical_entry(feats:dict, lab:dict, train_ids, test_ids, output_folder, model:str='logistic', seed:int=42):
     """Write the classical baseline's answers for `test_ids`: per task, a `quality_probe` of `model` on the recordings' features
     of train patients (parameter chosen on validation patients), its decision line drawn there again for the challenge's score."""
@@ -578,20 +462,27 @@ def paired_difference(a:pd.DataFrame, b:pd.DataFrame, n_boot:int=1000, seed:int=
     return {k: dict(difference=v['difference'], ci=[float(np.nanpercentile(v['boots'], q)) for q in (2.5, 97.5)]) for k, v in out.items()}
 
 # %% ../nbs/23_challenge.ipynb #0aaa7f8b
+def _challenge_features(data_root, lab:dict, workers:int) -> dict:
+    "{patient: {recording: features}} of every recording of the labelled patients (chapter 21's spectral and sub-structure features)."
+    from pahcl.datasets import read_circor
+    from pahcl.probes import classical_features
+    recs = [r for r in read_circor(Path(data_root))[0] if r.subject in lab]
+    f = classical_features({f'{r.subject}/{r.recording}': r.path for r in recs}, workers, substructure=True)
+    out = {}
+    for k, v in f.items(): p, s = k.split('/'); out.setdefault(p, {})[s] = v
+    return out
+
 def _fold_entries(d:Path, feats:dict, lab:dict, budget_minutes:float, preset:str, seed:int, workers:int, cache:Path, say) -> dict:
     "Train and run the entry on fold folder `d`, write the baselines' answers beside it; {entry: seconds}."
     t0 = time.perf_counter()
-    meta = train_challenge_model(d/'train', d/'model', verbose=0, budget_minutes=budget_minutes, preset=preset, seed=seed, workers=workers,
-                                 cache=cache, features={p: feats[p] for p in patient_ids(d/'train') if p in feats})
+    meta = train_challenge_model(d/'train', d/'model', verbose=0, budget_minutes=budget_minutes, preset=preset, seed=seed, workers=workers, cache=cache)
     t1 = time.perf_counter()
     run_folder(d/'model', d/'test', d/'outputs'/'pahcl', verbose=0)
     t2, train_ids, test_ids = time.perf_counter(), patient_ids(d/'train'), patient_ids(d/'test')
-    run_folder(d/'model', d/'test', d/'outputs'/'pahcl_alone', verbose=0, trees=False)
     for name, model in CLASSICAL.items(): classical_entry(feats, lab, train_ids, test_ids, d/'outputs'/name, model, seed)
     for name, (m, o) in TRIVIAL.items(): trivial_entry(test_ids, d/'outputs'/name, m, o)
     say(f"      trained {(t1 - t0) / 60:.1f} min (pretraining {meta['pretrain']['epochs']} epochs of {meta['pretrain']['steps_per_epoch']} steps; "
-        + ', '.join(f"{t} kept epoch {meta[t]['best_epoch']}, PA-HCL weight {meta[t]['ensemble']['weight']:g}" for t in CHALLENGE_TASKS.values())
-        + f"), ran {len(test_ids)} patients in {(t2 - t1) / 60:.1f} min")
+        + ', '.join(f"{t} kept epoch {meta[t]['best_epoch']}" for t in CHALLENGE_TASKS.values()) + f"), ran {len(test_ids)} patients in {(t2 - t1) / 60:.1f} min")
     return dict(train_minutes=round((t1 - t0) / 60, 2), run_minutes=round((t2 - t1) / 60, 2),
                 training={k: meta[k] for k in ('pretrain', *CHALLENGE_TASKS.values())})
 
@@ -616,8 +507,8 @@ def _challenge_report(dirs:list, times:list) -> dict:
     res = dict(folds=[dict(patients=len(answers['pahcl'][i]), **times[i], **{e: challenge_scores(answers[e][i]) for e in ENTRIES})
                       for i in range(len(dirs))],
                pooled={e: dict(challenge_scores(a), ci=score_intervals(a)) for e, a in pooled.items()},
-               paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in ('pahcl_alone', *CLASSICAL)},
-               answers={e: pack_answers(pooled[e]) for e in ('pahcl', 'pahcl_alone')})     # for pairing a later recipe with this run
+               paired={f'pahcl - {c}': paired_difference(pooled['pahcl'], pooled[c]) for c in CLASSICAL},
+               answers={'pahcl': pack_answers(pooled['pahcl'])})     # for pairing a later recipe with this run
     p, best = res['pooled']['pahcl'], {k: (max if k.startswith('murmur') else min)(res['pooled'][c][k] for c in CLASSICAL) for k in TARGETS}
     res['targets'] = {k: dict(target=v, pahcl=p[k], ci=p['ci'][k], best_classical=best[k],
                               met=bool(p[k] >= v and p[k] > best[k]) if k.startswith('murmur') else bool(p[k] <= v and p[k] < best[k]))

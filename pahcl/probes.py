@@ -90,14 +90,13 @@ def _features_job(job):
         return key, np.concatenate([f, substructure_features(x, sr)]) if substructure else f, None
     except Exception as e: return key, None, f'{type(e).__name__}: {e}'
 
-def classical_features(recordings:dict, workers:int=2, substructure:bool=False, start:str='spawn') -> dict:
-    """{key: features} of `recordings` {key: audio path}, computed in `workers` processes started by `start` ('spawn', or
-    'fork' where the calling script has no `if __name__ == '__main__'` guard); a file that fails is left out (warned).
-    With `substructure`, each vector is `recording_features` followed by `substructure_features`."""
+def classical_features(recordings:dict, workers:int=2, substructure:bool=False) -> dict:
+    """{key: features} of `recordings` {key: audio path}, computed in `workers` processes; a file that fails is left out
+    (warned). With `substructure`, each vector is `recording_features` followed by `substructure_features`."""
     jobs = sorted((str(p), k, substructure) for k, p in recordings.items())
     if workers > 1 and len(jobs) > 8:
         import multiprocessing as mp
-        with mp.get_context(start).Pool(workers) as pool: res = pool.map(_features_job, jobs, chunksize=16)
+        with mp.get_context('spawn').Pool(workers) as pool: res = pool.map(_features_job, jobs, chunksize=16)
     else: res = [_features_job(j) for j in jobs]
     bad = [(k, e) for k, _, e in res if e]
     if bad: warnings.warn(f'classical features: {len(bad)} recording(s) failed and are left out; first: {bad[0][0]}: {bad[0][1]}')
