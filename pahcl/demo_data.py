@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools, hashlib, io, json, os, shutil
 from pathlib import Path
 from .files import write_atomic, replace_dir
+from .style import STATE_NAMES
 import numpy as np
 import pandas as pd
 import soundfile as sf
@@ -194,7 +195,7 @@ def synth_recording(duration:float, sr:int, rng:np.random.Generator, hr:float, h
         arts.append((i/sr, min(i + len(a), n)/sr, kind))
     return dict(x=x, sr=sr, cycles=cycles, artifacts=arts)
 
-STATES = {0: 'unannotated', 1: 'S1', 2: 'systole', 3: 'S2', 4: 'diastole'}
+STATES = {0: 'unannotated', **dict(enumerate(STATE_NAMES, 1))}     # the annotation codes of CirCor's .tsv files
 
 def annotation_table(cycles:pd.DataFrame, duration:float, start:float=0.0, end:float|None=None, exclude=()) -> pd.DataFrame:
     "CirCor-style segmentation (start, end, state): whole cycles inside [start, end] not touching `exclude` intervals; 0 elsewhere."

@@ -16,7 +16,7 @@ from scipy import signal as sps
 from scipy.special import logsumexp
 from .files import write_atomic
 from .config import default_config
-from .style import STATE_COLOURS
+from .style import STATE_COLOURS, STATE_NAMES
 from .signal import (SignalError, check_signal, resample, preprocess_signal, envelope_features,
                           estimate_heart_rate, hilbert_envelope)
 
@@ -33,7 +33,7 @@ __all__ = ['STATES', 'STATE_COLORS', 'BANDS', 'DROP_REASONS', 'SegmentError', 'r
 class SegmentError(SignalError):
     "A recording that cannot be segmented or cut into cycles: too short, flat, no heart rate, too few good cycles."
 
-STATES = {1: 'S1', 2: 'systole', 3: 'S2', 4: 'diastole'}
+STATES = dict(enumerate(STATE_NAMES, 1))       # 1 S1, 2 systole, 3 S2, 4 diastole: the codes of the annotations
 STATE_COLORS = {0: '#dddddd', **{k: STATE_COLOURS[name] for k, name in STATES.items()}}   # the house colours (chapter 0a)
 
 # %% ../nbs/06_segment.ipynb #1103e2a9
