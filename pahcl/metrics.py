@@ -286,10 +286,47 @@ def shifted_frame(pred_df:pd.DataFrame, label_map:dict, offsets) -> pd.DataFrame
     if 'pred_label' in df.columns: df['pred_label'] = [names[i] for i in df['pred']]
     return df
 
-def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None=None, grid=None, min_units:int=20) -> tuple:
+def _f1_macro_ids(y, pred) -> float:
+    "Macro F1 of label ids `pred` against `y` over the labels either holds, as `classification_metrics` computes it."
+    seen = np.union1d(y, pred)
+    tp = np.array([np.sum((y == k) & (pred == k)) for k in seen]); both = np.array([np.sum(y == k) + np.sum(pred == k) for k in seen])
+    return _f(np.mean(2 * tp / both))
+
+def _decision_scorer(metric:str, task:str, names:list):
+    """`f(y, pred)`: `metric` of unit label ids `y` and predicted ids `pred` exactly as `evaluate_predictions` computes it,
+    for the decision metrics (`DECISION_METRICS`' macro F1, outcome cost, MAcc, weighted accuracy); None for any other."""
+    lvl, _, k = metric.partition('_')
+    if lvl not in ('patient', 'recording') or (lvl == 'patient' and not task.startswith('circor')): return None
+    s = lambda ids: [names[i] for i in ids]
+    if k == 'f1_macro': return _f1_macro_ids
+    if (task, metric) == ('circor_outcome', 'patient_outcome_cost'): return lambda y, p: outcome_cost(s(y), s(p))
+    if (task, metric) == ('circor_murmur', 'patient_murmur_weighted_accuracy'): return lambda y, p: murmur_weighted_accuracy(s(y), s(p))
+    if task == 'physionet2016' and metric == 'recording_macc': return lambda y, p: challenge_2016(s(y), s(p), positive='abnormal')['macc']
+    return None
+
+def _offset_values(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str, offsets:list) -> list:
+    """`metric` (negated when a cost) of `pred_df` shifted by each of `offsets`: the cycles' probabilities shifted and averaged
+    into the metric's units with arrays, once per offset, where `_decision_scorer` has the metric; else by `evaluate_predictions`."""
+    names = label_names(label_map); cols = [f'prob_{n}' for n in names]
+    score, level = _decision_scorer(metric, task, names), metric.partition('_')[0]
+    if score is None or pred_df.groupby(LEVELS[level])['label_id'].nunique().max() > 1:    # mixed labels: the reference says why
+        return [primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric) for b in offsets]
+    codes = pred_df.groupby(LEVELS[level], sort=False).ngroup().to_numpy()
+    n = codes.max() + 1; count = np.bincount(codes, minlength=n)
+    y = np.zeros(n, int); y[codes] = pred_df['label_id'].to_numpy(int)
+    P0, sign = pred_df[cols].to_numpy(float), 1.0 if higher_is_better(metric) else -1.0
+    def value(b):
+        P = shift_probs(P0, b)
+        U = np.stack([np.bincount(codes, P[:, j], minlength=n) for j in range(len(cols))], 1) / count[:, None]
+        return sign * score(y, U.argmax(1))
+    return [value(b) for b in offsets]
+
+def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None=None, grid=None, min_units:int=20,
+                 reference:bool=False) -> tuple:
     """(offsets, value): per-class log-offsets (the first class's 0) maximising `metric` (default `DECISION_METRICS[task]`;
     a cost is minimised, `value` is then negated) of the validation predictions `pred_df`; ties go to the smallest shift.
-    With fewer than `min_units` units at the metric's level (patients or recordings) the offsets stay 0: argmax."""
+    With fewer than `min_units` units at the metric's level (patients or recordings) the offsets stay 0: argmax.
+    The grid is scored with arrays (`_offset_values`); `reference=True` scores each point with `evaluate_predictions`."""
     import itertools
     metric = metric or DECISION_METRICS[task]
     C = len(label_map)
@@ -298,15 +335,17 @@ def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None
     if units < min_units:
         return [0.0] * C, primary_value(evaluate_predictions(pred_df, task, label_map), metric)
     if grid is None: grid = np.linspace(-2, 2, 17) if C == 2 else np.linspace(-2, 2, 9)
-    best = None
+    offsets = [np.array((0.0,) + rest) for rest in itertools.product(grid, repeat=C - 1)]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        for rest in itertools.product(grid, repeat=C - 1):
-            b = np.array((0.0,) + rest)
-            v = primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric)
-            if np.isnan(v): continue
-            key = (round(v, 12), -float(np.abs(b).sum()))
-            if best is None or key > best[0]: best = (key, b)
+        if reference or level is None:
+            values = [primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric) for b in offsets]
+        else: values = _offset_values(pred_df, task, label_map, metric, offsets)
+    best = None
+    for b, v in zip(offsets, values):
+        if np.isnan(v): continue
+        key = (round(v, 12), -float(np.abs(b).sum()))
+        if best is None or key > best[0]: best = (key, b)
     if best is None: return [0.0] * C, float('nan')
     return [float(x) for x in best[1]], float(best[0][0])
 
