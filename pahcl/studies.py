@@ -4,14 +4,14 @@
 
 # %% ../nbs/22_studies.ipynb #5e1835c3
 from __future__ import annotations
-import json, math, os, shutil, sys, time
+import gzip, json, math, os, shutil, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
 from .files import write_atomic
-from .metrics import evaluate_predictions, LEVELS
+from .metrics import evaluate_predictions, aggregate, label_names, LEVELS
 from .models import build_encoder
 from .stats import (SCORING_LEVEL, quality_metrics, primary_interval, unit_bootstrap, paired_auroc_difference,
                          mean_auroc_difference)
@@ -21,8 +21,9 @@ from .probes import (classical_features, quality_probe, constant_probe, embed_cy
 
 # %% auto #0
 __all__ = ['QUALITY_METHODS', 'ABLATIONS', 'LODO_METHODS', 'ANCHORS', 'DEMO_MODES', 'cap_cycles', 'bench_view', 'plan_steps',
-           'external_tables', 'seed_spread', 'bench_quality', 'format_quality', 'quality_targets', 'plot_quality',
-           'demo_probes', 'pop_mean_differences', 'bench_demo', 'format_demo', 'plot_demo']
+           'external_tables', 'unit_answers', 'read_answers', 'answer_frame', 'paired_runs', 'seed_spread',
+           'bench_quality', 'format_quality', 'quality_targets', 'plot_quality', 'demo_probes', 'pop_mean_differences',
+           'bench_demo', 'format_demo', 'plot_demo']
 
 # %% ../nbs/22_studies.ipynb #9dbb38ac
 QUALITY_METHODS = ('constant', 'classical', 'classical_gbt', 'scratch', 'linear', 'finetune', 'fewshot10', 'cycle_only', 'sub_only')
@@ -177,8 +178,9 @@ def _quality_classical(r):
     constant predictor (`constant`), each with its decision line drawn on val, as fine-tuning's is (chapter 17)."""
     from pahcl.tasks import task_info
     r.say('[2/5] classical baselines (spectral + sub-structure features: logistic regression, boosted trees; constant)')
-    need = {k for x in r.tasks for d in r.sp[x].values() for k in (_rec_key(task_info(x)['dataset'], p) for p in d.path)}
-    need |= {'ext:' + _rec_key(task_info(x)['dataset'], p) for x, d in r.ext.items() for p in d.path}
+    dataset = {x: task_info(x)['dataset'] for x in r.tasks}       # read once: a config file per recording cost minutes
+    need = {_rec_key(dataset[x], p) for x in r.tasks for d in r.sp[x].values() for p in d.path}
+    need |= {'ext:' + _rec_key(dataset[x], p) for x, d in r.ext.items() for p in d.path}
     r.feats, t0 = getattr(r, 'feats', {}), time.perf_counter()    # a recording's features are the same in every fold: computed once
     paths = r.paths = getattr(r, 'paths', None) or _classical_paths(r)   # and so are the audio files: read once
     r.feats.update(classical_features({k: paths[k] for k in need - set(r.feats) if k in paths}, r.workers, substructure=True))
@@ -369,6 +371,36 @@ def _paired(a:pd.DataFrame, b:pd.DataFrame, task:str, lmap:dict, seed:int) -> di
     diff, ci = paired_auroc_difference(a[ua.isin(both)], b[ub.isin(both)], task, lmap, seed=seed)
     return dict(auroc_diff=diff, ci=ci, units=len(both))
 
+# %% ../nbs/22_studies.ipynb #b2be1ce2
+def unit_answers(preds:dict, lmap:dict, split:str='cv') -> pd.DataFrame:
+    """Each method's pooled test predictions `preds[task][method]` (every fold's frames) averaged to the task's scoring units: one
+    row per task, method and unit (split, task, method, subject, recording, label_id, p0, p1, …: probabilities in label-id order)."""
+    rows = []
+    for x, by_method in preds.items():
+        cols = [f'prob_{n}' for n in label_names(lmap[x])]
+        for m, frames in by_method.items():
+            g = aggregate(pd.concat(frames, ignore_index=True), SCORING_LEVEL[x], cols)
+            u = pd.DataFrame(dict(split=split, task=x, method=m, subject=g.subject.astype(str),
+                                  recording=g.recording.astype(str) if 'recording' in g else '', label_id=g.label_id))
+            rows.append(u.join(pd.DataFrame(g[cols].to_numpy().round(5), columns=[f'p{k}' for k in range(len(cols))])))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+def read_answers(path) -> pd.DataFrame:
+    "A run's `answers.csv.gz` (`unit_answers` of its cross-validation and its held-out databases), ids kept as text."
+    return pd.read_csv(path, dtype={'subject': str, 'recording': str}, keep_default_na=False, compression='gzip')
+
+def answer_frame(answers:pd.DataFrame, task:str, method:str, label_map:dict, split:str='cv') -> pd.DataFrame:
+    "One method's rows of `answers` on `task` as a prediction frame (subject, recording, label_id, prob_…), sorted by unit."
+    a = answers[(answers.split == split) & (answers.task == task) & (answers.method == method)]
+    if not len(a): raise ValueError(f'these answers hold no {method!r} on {task} ({split}); they hold {sorted(set(answers.method))}')
+    probs = {f'prob_{n}': a[f'p{k}'].to_numpy(float) for k, n in enumerate(label_names(label_map))}
+    return a[['subject', 'recording', 'label_id']].assign(**probs).sort_values(['subject', 'recording']).reset_index(drop=True)
+
+def paired_runs(a:pd.DataFrame, b:pd.DataFrame, task:str, label_map:dict, method:str='finetune', split:str='cv', seed:int=42) -> dict:
+    "AUROC of `method` in run `a` − in run `b` (their `answers`), with its paired-bootstrap interval over the units both scored."
+    return _paired(answer_frame(a, task, method, label_map, split), answer_frame(b, task, method, label_map, split), task, label_map, seed)
+
+
 # %% ../nbs/22_studies.ipynb #36c6ccfc
 def _order(d:dict) -> dict:
     "{task: {method: figures}} with the methods in `QUALITY_METHODS` order."
@@ -438,6 +470,8 @@ def _quality_report(r, folds:list, per_db:dict, by_seed:dict|None=None) -> dict:
         by_seed = {str(r.seed): mine, **(by_seed or {})}
         result.update(seeds=r.seeds, by_seed=by_seed, seed_spread=seed_spread(by_seed))
     result['targets'] = quality_targets(result)
+    answers = pd.concat([unit_answers(r.cv_preds, r.lmap), unit_answers(r.lodo_preds, r.lmap, 'lodo')], ignore_index=True)
+    write_atomic(r.out/'answers.csv.gz', gzip.compress(answers.to_csv(index=False).encode(), mtime=0))   # for pairing a later run
     write_atomic(r.out/'quality.json', json.dumps(result, indent=1, default=float))
     write_atomic(r.out/'quality.md', format_quality(result) + '\n')
     return result
@@ -460,14 +494,15 @@ def bench_quality(data_root, out='bench_quality', test_root=None, budget_minutes
     scored on the pooled out-of-fold predictions. Every method is paired against `finetune` and `scratch` on the same units.
     `lodo`: where PhysioNet 2016 has two or more databases, each is also the test set of a fold of its own (`LODO_METHODS`,
     pretraining without it). `seeds`: the whole study once per seed (its folds, its models), the budget shared; the first
-    seed's result in full, every seed's in `by_seed` and their spread in `seed_spread`. Writes `out/quality.json` and `out/quality.md`."""
+    seed's result in full, every seed's in `by_seed` and their spread in `seed_spread`. Writes `out/quality.json`, `out/quality.md`
+    and `out/answers.csv.gz` (the first seed's pooled answers of every method per scoring unit, for `paired_runs` with a later run)."""
     if int(folds) < 1: raise ValueError(f'folds must be 1 (one seeded split) or more, got {folds}')
     seeds = [int(s) for s in (seeds or [seed])]
     if len(set(seeds)) != len(seeds): raise ValueError(f'seeds must differ, got {seeds}')
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if verbose else (lambda *a: None)
     r = SimpleNamespace(data_root=data_root, test_root=test_root, out=Path(out), budget=_Budget(budget_minutes * 60),
                         budget_minutes=budget_minutes, preset=preset, seed=seeds[0], seeds=seeds, max_cycles=max_cycles, workers=workers,
-                        say=say, W=dict(pretrain=0.28, probes=0.10, run=0.04), fixed={}, feat_s=0.0,
+                        say=say, W=dict(pretrain=0.42, probes=0.10, run=0.04), fixed={}, feat_s=0.0,
                         cv_methods=tuple(m for m in QUALITY_METHODS if ablations or m not in ABLATIONS))
     r.out.mkdir(parents=True, exist_ok=True)
     r.stages, r.t = {}, time.perf_counter()

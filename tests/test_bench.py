@@ -190,6 +190,13 @@ def test_bench_quality_cross_validation(pahcl, tmp_path):
     assert all(v['n'] == len(everyone) for v in lodo['pooled'].values())
     assert 'leave one database out' in (tmp_path/'q'/'quality.md').read_text()
     assert any('leave one database out' in k for k in res['targets'])
+    from pahcl.studies import read_answers, paired_runs                          # every unit's answer kept, for pairing a later run
+    ans = read_answers(tmp_path/'q'/'answers.csv.gz')
+    assert set(ans.split) == {'cv', 'lodo'} and set(ans[ans.split == 'lodo'].method) == set(LODO_METHODS)
+    for split in ('cv', 'lodo'):
+        assert set(ans[(ans.split == split) & (ans.method == 'finetune')].recording) == everyone
+    lm = {'normal': 0, 'abnormal': 1}
+    assert paired_runs(ans, ans, 'physionet2016', lm) == dict(auroc_diff=0.0, ci=[0.0, 0.0], units=len(everyone))
     bad = pahcl('bench', 'quality', '--data-root', tmp_path/'raw', '--folds', '0')
     assert bad.returncode == 2 and '--folds 0' in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
     for flags, said in ((['--seed', '1', '--seeds', '2', '3'], 'not both'), (['--seeds', '2', '2'], 'each seed once')):
