@@ -380,9 +380,10 @@ def unit_answers(preds:dict, lmap:dict, split:str='cv') -> pd.DataFrame:
         cols = [f'prob_{n}' for n in label_names(lmap[x])]
         for m, frames in by_method.items():
             g = aggregate(pd.concat(frames, ignore_index=True), SCORING_LEVEL[x], cols)
-            u = pd.DataFrame(dict(split=split, task=x, method=m, subject=g.subject.astype(str),
-                                  recording=g.recording.astype(str) if 'recording' in g else '', label_id=g.label_id))
-            rows.append(u.join(pd.DataFrame(g[cols].to_numpy().round(5), columns=[f'p{k}' for k in range(len(cols))])))
+            rows.append(pd.DataFrame(dict(split=split, task=x, method=m, subject=g.subject.astype(str).to_numpy(),
+                                              recording=g.recording.astype(str).to_numpy() if 'recording' in g else '',
+                                              label_id=g.label_id.to_numpy(),
+                                              **{f'p{k}': g[c].to_numpy().round(5) for k, c in enumerate(cols)})))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 def read_answers(path) -> pd.DataFrame:
