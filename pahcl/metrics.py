@@ -304,12 +304,14 @@ def _decision_scorer(metric:str, task:str, names:list):
     if task == 'physionet2016' and metric == 'recording_macc': return lambda y, p: challenge_2016(s(y), s(p), positive='abnormal')['macc']
     return None
 
-def _offset_values(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str, offsets:list) -> list:
+def _offset_values(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str, offsets:list, reference:bool=False) -> list:
     """`metric` (negated when a cost) of `pred_df` shifted by each of `offsets`: the cycles' probabilities shifted and averaged
-    into the metric's units with arrays, once per offset, where `_decision_scorer` has the metric; else by `evaluate_predictions`."""
+    into the metric's units with arrays, once per offset, where `_decision_scorer` has the metric; else (or with `reference`)
+    by `evaluate_predictions` of each shifted frame."""
     names = label_names(label_map); cols = [f'prob_{n}' for n in names]
     score, level = _decision_scorer(metric, task, names), metric.partition('_')[0]
-    if score is None or pred_df.groupby(LEVELS[level])['label_id'].nunique().max() > 1:    # mixed labels: the reference says why
+    mixed = score is not None and pred_df.groupby(LEVELS[level])['label_id'].nunique().max() > 1   # the reference says why
+    if reference or score is None or mixed:
         return [primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric) for b in offsets]
     codes = pred_df.groupby(LEVELS[level], sort=False).ngroup().to_numpy()
     n = codes.max() + 1; count = np.bincount(codes, minlength=n)
@@ -338,9 +340,7 @@ def tune_offsets(pred_df:pd.DataFrame, task:str, label_map:dict, metric:str|None
     offsets = [np.array((0.0,) + rest) for rest in itertools.product(grid, repeat=C - 1)]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        if reference or level is None:
-            values = [primary_value(evaluate_predictions(shifted_frame(pred_df, label_map, b), task, label_map), metric) for b in offsets]
-        else: values = _offset_values(pred_df, task, label_map, metric, offsets)
+        values = _offset_values(pred_df, task, label_map, metric, offsets, reference)
     best = None
     for b, v in zip(offsets, values):
         if np.isnan(v): continue
