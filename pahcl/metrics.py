@@ -17,8 +17,8 @@ from .style import style_context
 __all__ = ['LEVELS', 'MURMUR_CLASSES', 'MURMUR_WEIGHTS', 'REFER', 'NO_REFER', 'DECISION_METRICS', 'ovr_score',
            'classification_metrics', 'aggregate', 'murmur_weighted_accuracy', 'expert_cost', 'outcome_cost',
            'challenge_2016', 'label_names', 'predictions_frame', 'evaluate_predictions', 'higher_is_better',
-           'primary_value', 'prefixed', 'shift_probs', 'shifted_frame', 'tune_offsets', 'plot_confusion',
-           'save_confusion']
+           'primary_value', 'prefixed', 'shift_probs', 'shifted_frame', 'f1_macro_ids', 'tune_offsets',
+           'plot_confusion', 'save_confusion']
 
 # %% ../nbs/15_metrics.ipynb #b593d419
 def _f(x) -> float:
@@ -286,7 +286,7 @@ def shifted_frame(pred_df:pd.DataFrame, label_map:dict, offsets) -> pd.DataFrame
     if 'pred_label' in df.columns: df['pred_label'] = [names[i] for i in df['pred']]
     return df
 
-def _f1_macro_ids(y, pred) -> float:
+def f1_macro_ids(y, pred) -> float:
     "Macro F1 of label ids `pred` against `y` over the labels either holds, as `classification_metrics` computes it."
     seen = np.union1d(y, pred)
     tp = np.array([np.sum((y == k) & (pred == k)) for k in seen]); both = np.array([np.sum(y == k) + np.sum(pred == k) for k in seen])
@@ -298,7 +298,7 @@ def _decision_scorer(metric:str, task:str, names:list):
     lvl, _, k = metric.partition('_')
     if lvl not in ('patient', 'recording') or (lvl == 'patient' and not task.startswith('circor')): return None
     s = lambda ids: [names[i] for i in ids]
-    if k == 'f1_macro': return _f1_macro_ids
+    if k == 'f1_macro': return f1_macro_ids
     if (task, metric) == ('circor_outcome', 'patient_outcome_cost'): return lambda y, p: outcome_cost(s(y), s(p))
     if (task, metric) == ('circor_murmur', 'patient_murmur_weighted_accuracy'): return lambda y, p: murmur_weighted_accuracy(s(y), s(p))
     if task == 'physionet2016' and metric == 'recording_macc': return lambda y, p: challenge_2016(s(y), s(p), positive='abnormal')['macc']

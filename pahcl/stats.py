@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from .config import load_config
-from .metrics import aggregate, classification_metrics, label_names, ovr_score
+from .metrics import aggregate, classification_metrics, f1_macro_ids, label_names, ovr_score
 
 # %% auto #0
 __all__ = ['SCORING_LEVEL', 'FAST_METRICS', 'quality_metrics', 'fast_auroc', 'primary_interval', 'unit_bootstrap',
@@ -52,12 +52,7 @@ def fast_auroc(y_true, score) -> float:
     if n1 == 0 or n0 == 0: return float('nan')
     return float((rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
-def _f1_macro(y, P) -> float:
-    "Macro F1 of the argmax of `P` over the classes present in `y` or predicted (scikit-learn's default label set)."
-    pred = P.argmax(1)
-    return float(np.mean([2 * np.sum((y == k) & (pred == k)) / (np.sum(y == k) + np.sum(pred == k)) for k in np.union1d(y, pred)]))
-
-FAST_METRICS = {'auroc': lambda y, P: ovr_score(y, P, fast_auroc), 'f1_macro': _f1_macro}
+FAST_METRICS = {'auroc': lambda y, P: ovr_score(y, P, fast_auroc), 'f1_macro': lambda y, P: f1_macro_ids(y, P.argmax(1))}
 
 # %% ../nbs/16_stats.ipynb #2b8c7c4b
 def primary_interval(pred:pd.DataFrame, task:str, label_map:dict, n_boot:int=300, seed:int=0) -> list:
